@@ -1,0 +1,1 @@
+"""Esquadrão platform library: plumbing shared by every service (no business rules)."""

@@ -1,0 +1,89 @@
+"""Async SQLAlchemy engine, sessions and the unit-of-work base every service extends.
+
+A unit of work is one database transaction. Everything a handler changes, including the
+events it emits (outbox rows) and the events it has consumed (inbox rows), is written in
+that one transaction, which is what makes "nothing published without its state change"
+and "effectively once" hold.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import MetaData
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+#: Tables owned by the platform (outbox, processed events) that every service database
+#: has. Services include them in their Alembic migrations.
+platform_metadata = MetaData()
+
+
+def async_url(url: str) -> str:
+    """Return ``url`` with the asyncpg driver (accepts plain ``postgresql://`` URLs)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def plain_url(url: str) -> str:
+    """Return ``url`` without a SQLAlchemy driver suffix, as asyncpg/libpq expect it."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Database:
+    """One service's connection pool and session factory."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = async_url(url)
+        self.engine: AsyncEngine = create_async_engine(
+            self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
+        )
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class SqlAlchemyUnitOfWork:
+    """One transaction: ``async with uow: ...; await uow.commit()``.
+
+    Leaving the block without ``commit()`` rolls back, so a handler that raises never
+    leaves half its effects behind.
+    """
+
+    session: AsyncSession
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def __aenter__(self) -> Self:
+        self.session = self.database.sessionmaker()
+        await self.session.begin()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self.session.in_transaction():
+                await self.session.rollback()
+        finally:
+            await self.session.close()
+
+    async def commit(self) -> None:
+        await self.session.commit()
+
+    async def rollback(self) -> None:
+        await self.session.rollback()

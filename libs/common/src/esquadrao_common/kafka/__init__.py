@@ -1,0 +1,1 @@
+"""Kafka plumbing: topic catalog, producer, consumer runtime with retry/DLQ."""

@@ -1,0 +1,1 @@
+"""Esquadrão local stack: embedded broker, Postgres and Redis as supervised child processes."""

@@ -1,0 +1,1 @@
+"""Esquadrão event contracts: generated Protobuf modules and the topic catalog."""

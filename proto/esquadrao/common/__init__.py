@@ -1,0 +1,1 @@
+"""Generated Protobuf code of esquadrao.common (run `make proto` to refresh)."""

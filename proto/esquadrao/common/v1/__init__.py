@@ -1,0 +1,1 @@
+"""Generated Protobuf code of esquadrao.common.v1 (run `make proto` to refresh)."""

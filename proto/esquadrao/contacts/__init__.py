@@ -1,0 +1,1 @@
+"""Generated Protobuf code of esquadrao.contacts (run `make proto` to refresh)."""

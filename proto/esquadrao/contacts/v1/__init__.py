@@ -1,0 +1,1 @@
+"""Generated Protobuf code of esquadrao.contacts.v1 (run `make proto` to refresh)."""

@@ -1,0 +1,1 @@
+"""Esquadrão campaigns service (not built yet: see its issue)."""

@@ -1,0 +1,1 @@
+"""Esquadrão contacts service (not built yet: see its issue)."""

@@ -1,0 +1,1 @@
+"""Esquadrão notifications service (not built yet: see its issue)."""

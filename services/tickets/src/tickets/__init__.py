@@ -1,0 +1,1 @@
+"""Esquadrão tickets service (not built yet: see its issue)."""

@@ -1,0 +1,1 @@
+"""Esquadrão whatsapp service (not built yet: see its issue)."""
