@@ -11,7 +11,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import MetaData
+from google.protobuf.message import Message
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-#: Tables owned by the platform (outbox, processed events) that every service database
-#: has. Services include them in their Alembic migrations.
-platform_metadata = MetaData()
+from esquadrao_common.outbox import Outbox, StagedEvent
+from esquadrao_common.platform_tables import platform_metadata
+
+__all__ = ["Database", "SqlAlchemyUnitOfWork", "async_url", "plain_url", "platform_metadata"]
 
 
 def async_url(url: str) -> str:
@@ -54,19 +55,27 @@ class Database:
 
 
 class SqlAlchemyUnitOfWork:
-    """One transaction: ``async with uow: ...; await uow.commit()``.
+    """One transaction: ``async with uow: ...; uow.stage(...); await uow.commit()``.
 
-    Leaving the block without ``commit()`` rolls back, so a handler that raises never
-    leaves half its effects behind.
+    Events staged with :meth:`stage` are written to the outbox by :meth:`commit`, in the
+    same transaction as the state changes. Leaving the block without ``commit()`` rolls
+    back, so a handler that raises never leaves half its effects (or events) behind.
     """
 
     session: AsyncSession
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self.outbox = Outbox()
+        self._staged: list[StagedEvent] = []
+
+    def stage(self, topic: str, key: str | bytes | None, event: Message) -> None:
+        """Publish ``event`` (a topic wrapper message) on ``topic`` if this unit commits."""
+        self._staged.append(StagedEvent(topic, key, event))
 
     async def __aenter__(self) -> Self:
         self.session = self.database.sessionmaker()
+        self._staged = []
         await self.session.begin()
         return self
 
@@ -83,7 +92,12 @@ class SqlAlchemyUnitOfWork:
             await self.session.close()
 
     async def commit(self) -> None:
+        """Write the staged events to the outbox, then commit everything at once."""
+        if self._staged:
+            staged, self._staged = self._staged, []
+            await self.outbox.add_all(self.session, staged)
         await self.session.commit()
 
     async def rollback(self) -> None:
+        self._staged = []
         await self.session.rollback()

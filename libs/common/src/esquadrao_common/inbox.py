@@ -1,0 +1,54 @@
+"""The inbox: which events a consumer group has already handled (idempotent consumers).
+
+Delivery from Kafka is at least once. A consumer claims a record's ``event_id`` for its
+group in the same transaction as the record's effects: the first claim inserts a row, a
+redelivery finds it and the handler is skipped. Because the claim and the effects commit
+or roll back together, "handled" and "recorded as handled" can never disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from esquadrao_common.platform_tables import processed_events
+
+async def claim(session: AsyncSession, consumer_group: str, event_id: str) -> bool:
+    """Record ``event_id`` as handled by ``consumer_group`` in the session's transaction.
+
+    Returns True the first time (the caller applies the effects in the same transaction),
+    False when the event was handled before (the caller does nothing). A concurrent claim
+    of the same event by another transaction waits for it and then returns False.
+    """
+    statement = (
+        insert(processed_events)
+        .values(consumer_group=consumer_group, event_id=event_id)
+        .on_conflict_do_nothing()
+        .returning(processed_events.c.event_id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def was_processed(session: AsyncSession, consumer_group: str, event_id: str) -> bool:
+    """Whether ``consumer_group`` has handled ``event_id`` (for tests and tools)."""
+    statement = select(processed_events.c.event_id).where(
+        processed_events.c.consumer_group == consumer_group,
+        processed_events.c.event_id == event_id,
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def forget_older_than(session: AsyncSession, age: timedelta) -> int:
+    """Delete claims older than ``age``; returns how many.
+
+    Keep ``age`` well above the topics' retention: a record older than its topic's
+    retention can no longer be redelivered, so its claim is no longer needed.
+    """
+    statement = delete(processed_events).where(
+        processed_events.c.processed_at < func.now() - age
+    )
+    result = await session.execute(statement)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

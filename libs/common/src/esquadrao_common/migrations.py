@@ -1,0 +1,98 @@
+"""Alembic wiring shared by every service: ``python -m <service> migrate``.
+
+A service keeps its migrations in ``src/<service>/migrations/`` (``env.py``,
+``script.py.mako``, ``versions/``). Its ``env.py`` is two lines::
+
+    from esquadrao_common.migrations import run_env
+    from <service>.adapters.orm import metadata
+    run_env(metadata)
+
+and its first revision creates the platform's tables with
+:func:`create_platform_tables`. Migrations run as their own step (a Kubernetes Job, or
+``make migrate``), never at service start, so replicas never race to alter a schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command, context
+from alembic.config import Config
+from alembic.operations import Operations
+from sqlalchemy import MetaData, pool
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from esquadrao_common.db import async_url
+from esquadrao_common.platform_tables import platform_metadata
+
+#: Alembic's version table; named so it never collides with a service's tables.
+VERSION_TABLE = "alembic_version"
+
+
+def create_platform_tables(op: Operations) -> None:
+    """Create the outbox, outbox lanes and processed-events tables (first revision)."""
+    platform_metadata.create_all(op.get_bind())
+
+
+def drop_platform_tables(op: Operations) -> None:
+    """Drop the platform's tables (the first revision's downgrade)."""
+    platform_metadata.drop_all(op.get_bind())
+
+
+def alembic_config(script_location: Path, database_url: str) -> Config:
+    """An Alembic configuration for a service's migrations on ``database_url``."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    config.set_main_option("sqlalchemy.url", async_url(database_url).replace("%", "%%"))
+    return config
+
+
+def upgrade(script_location: Path, database_url: str, revision: str = "head") -> None:
+    """Migrate the database at ``database_url`` up to ``revision``."""
+    command.upgrade(alembic_config(script_location, database_url), revision)
+
+
+def downgrade(script_location: Path, database_url: str, revision: str) -> None:
+    """Migrate the database at ``database_url`` down to ``revision`` (``base``: empty)."""
+    command.downgrade(alembic_config(script_location, database_url), revision)
+
+
+def run_env(target_metadata: MetaData) -> None:
+    """The body of a service's ``env.py``: run its migrations, online or offline.
+
+    ``target_metadata`` is the service's own metadata; the platform's tables are compared
+    too, so ``alembic revision --autogenerate`` sees every table the database should have.
+    """
+    metadata = [target_metadata, platform_metadata]
+    url = context.config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("sqlalchemy.url is not set: run migrations through migrations.upgrade")
+    if context.is_offline_mode():
+        context.configure(
+            url=url,
+            target_metadata=metadata,
+            literal_binds=True,
+            version_table=VERSION_TABLE,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+
+    def migrate(connection: Connection) -> None:
+        context.configure(
+            connection=connection, target_metadata=metadata, version_table=VERSION_TABLE
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def run() -> None:
+        engine = create_async_engine(url, poolclass=pool.NullPool)
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(migrate)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

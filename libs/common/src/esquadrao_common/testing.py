@@ -1,0 +1,76 @@
+"""Fakes of the platform's ports, for services' unit tests.
+
+Unit tests of handlers run against these instead of Postgres and Kafka: a handler that
+takes a unit of work and stages events runs unchanged with :class:`FakeUnitOfWork`, and
+code that publishes runs with :class:`FakePublisher`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+from google.protobuf.message import Message
+
+from esquadrao_common.messaging import OutgoingRecord
+
+
+class FakePublisher:
+    """Records what is published; ``fail_next`` makes the next publish calls raise."""
+
+    def __init__(self) -> None:
+        self.published: list[OutgoingRecord] = []
+        self.calls = 0
+        self.fail_next = 0
+        self.error: Exception = ConnectionError("broker unavailable (fake)")
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        self.calls += 1
+        if self.fail_next:
+            self.fail_next -= 1
+            raise self.error
+        self.published.extend(records)
+
+    def topics(self) -> list[str]:
+        return [record.topic for record in self.published]
+
+
+class FakeUnitOfWork:
+    """A unit of work that keeps staged events in memory and counts commits.
+
+    ``events`` holds ``(topic, key, event)`` staged by a handler through ``stage``; they
+    are kept only if ``commit()`` is called before the block ends, like a real
+    transaction. Services extend it with in-memory repositories.
+    """
+
+    def __init__(self) -> None:
+        self.committed = 0
+        self.rolled_back = 0
+        self.events: list[tuple[str, str | bytes | None, Message]] = []
+        self._pending: list[tuple[str, str | bytes | None, Message]] = []
+
+    def stage(self, topic: str, key: str | bytes | None, event: Message) -> None:
+        self._pending.append((topic, key, event))
+
+    async def __aenter__(self) -> Self:
+        self._pending = []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pending:
+            await self.rollback()
+
+    async def commit(self) -> None:
+        self.events.extend(self._pending)
+        self._pending = []
+        self.committed += 1
+
+    async def rollback(self) -> None:
+        self._pending = []
+        self.rolled_back += 1
