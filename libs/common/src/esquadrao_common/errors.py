@@ -115,7 +115,7 @@ class Unauthorized(ProblemError):
     ) -> None:
         challenge = "Bearer"
         if invalid_token:
-            # The description is a quoted string, where '"' and '\\' may not appear bare.
+            # The description is a quoted string: no bare double quotes or backslashes.
             description = (detail or "").replace("\\", "").replace('"', "'")
             challenge = f'Bearer error="invalid_token", error_description="{description}"'
         super().__init__(detail, headers={"WWW-Authenticate": challenge, **(headers or {})}, **kw)
@@ -262,7 +262,7 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     reason = _reason(exc.status_code)
     # Starlette's own detail defaults to the reason phrase, which says nothing more.
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != reason else None
-    extensions = {} if isinstance(exc.detail, str) else {"context": exc.detail}
+    extensions: dict[str, Any] = {} if isinstance(exc.detail, str) else {"context": exc.detail}
     document = _document(
         type="about:blank",
         title=reason,
@@ -276,9 +276,7 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unhandled_exception(request: Request, exc: Exception) -> JSONResponse:
     # The client learns only that it failed; the traceback goes to the log.
-    logger.error(
-        "unhandled exception in %s %s", request.method, request.url.path, exc_info=exc
-    )
+    logger.error("unhandled exception in %s %s", request.method, request.url.path, exc_info=exc)
     document = _document(
         type="about:blank",
         title=_reason(500),

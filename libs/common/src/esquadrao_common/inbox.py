@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from esquadrao_common.platform_tables import processed_events
 
+
 async def claim(session: AsyncSession, consumer_group: str, event_id: str) -> bool:
     """Record ``event_id`` as handled by ``consumer_group`` in the session's transaction.
 
@@ -47,8 +48,6 @@ async def forget_older_than(session: AsyncSession, age: timedelta) -> int:
     Keep ``age`` well above the topics' retention: a record older than its topic's
     retention can no longer be redelivered, so its claim is no longer needed.
     """
-    statement = delete(processed_events).where(
-        processed_events.c.processed_at < func.now() - age
-    )
+    statement = delete(processed_events).where(processed_events.c.processed_at < func.now() - age)
     result = await session.execute(statement)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

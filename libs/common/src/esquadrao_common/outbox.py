@@ -37,6 +37,7 @@ LANES = 16
 #: Channel on which committed outbox writes wake the relay (``LISTEN``/``NOTIFY``).
 NOTIFY_CHANNEL = "esquadrao_outbox"
 
+
 def lane_of(key: bytes | None, event_id: str) -> int:
     """The lane of a row: by key, so one key's rows share a lane; keyless rows spread out."""
     return zlib.crc32(key if key is not None else event_id.encode()) % LANES

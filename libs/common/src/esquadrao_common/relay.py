@@ -182,7 +182,9 @@ class OutboxRelay:
             )
             spans.append(span)
             headers: Headers = [
-                (name, value.encode()) for name, value in stored.items() if name not in TRACE_HEADERS
+                (name, value.encode())
+                for name, value in stored.items()
+                if name not in TRACE_HEADERS
             ]
             records.append(
                 OutgoingRecord(row.topic, row.key, row.value, headers + headers_of(span))
@@ -304,7 +306,7 @@ class OutboxRelay:
             self._stopping.set()
             await listener
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """Ask :meth:`run` to return after the pass in progress."""
         self._stopping.set()
         self._wake.set()

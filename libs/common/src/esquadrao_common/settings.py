@@ -25,6 +25,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from esquadrao_common.logging import LogFormat
+
 #: The HS256 secret used in development when ``JWT_SECRET`` is not set (the same one the
 #: local stack's ``esquadrao-stack token`` signs with). Refused in production.
 DEV_JWT_SECRET = "dev-secret"
@@ -34,7 +36,6 @@ MASK = "**********"
 
 Environment = Literal["development", "production"]
 JwtAlgorithm = Literal["HS256", "RS256"]
-LogFormat = Literal["json", "console"]
 
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -183,7 +184,9 @@ class ServiceSettings(BaseSettings):
         if self.jwt_secret is not None and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
             raise ValueError("JWT_SECRET must not be the development default in production")
         if self.jwt_algorithm == "HS256" and self.jwt_secret is None:
-            raise ValueError("production requires JWT_SECRET for HS256 (or JWT_PUBLIC_KEY with RS256)")
+            raise ValueError(
+                "production requires JWT_SECRET for HS256 (or JWT_PUBLIC_KEY with RS256)"
+            )
         return self
 
     def describe(self) -> dict[str, Any]:

@@ -12,8 +12,27 @@ from types import TracebackType
 from typing import Self
 
 from google.protobuf.message import Message
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from esquadrao_common.messaging import OutgoingRecord
+from esquadrao_common.tracing import configure_tracing
+
+_span_recorder: InMemorySpanExporter | None = None
+
+
+def span_recorder() -> InMemorySpanExporter:
+    """An exporter that keeps every span this process ends from now on, in memory.
+
+    One per process (the tracer provider is process-wide); tests call ``clear()`` on it
+    before the work they want to inspect.
+    """
+    global _span_recorder
+    if _span_recorder is None:
+        recorder = InMemorySpanExporter()
+        configure_tracing("tests", processors=(SimpleSpanProcessor(recorder),))
+        _span_recorder = recorder
+    return _span_recorder
 
 
 class FakePublisher:

@@ -44,8 +44,16 @@ def configure_tracing(
     ``OTEL_EXPORTER_OTLP_ENDPOINT``), to stdout when ``console``, and to any extra
     ``processors`` (tests pass an in-memory exporter's). With none of them spans are still
     created, so trace ids reach the logs, but nothing is exported.
+
+    OpenTelemetry lets a process set its provider once: a later call adds its exporters
+    to the provider already installed (keeping that provider's ``service.name``).
     """
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    installed = trace.get_tracer_provider()
+    if isinstance(installed, TracerProvider):
+        provider = installed
+    else:
+        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        trace.set_tracer_provider(provider)
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -57,7 +65,6 @@ def configure_tracing(
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     for processor in processors:
         provider.add_span_processor(processor)
-    trace.set_tracer_provider(provider)
     return provider
 
 

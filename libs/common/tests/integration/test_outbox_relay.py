@@ -185,7 +185,7 @@ async def test_relay_wakes_on_notify_without_waiting_for_the_poll(database: Data
             while not publisher.published:
                 await asyncio.sleep(0.05)
     finally:
-        relay.stop()
+        await relay.stop()
         await running
     assert len(publisher.published) == 1
 

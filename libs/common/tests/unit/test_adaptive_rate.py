@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from esquadrao_common.resilience.ratelimit import (
     AdaptiveRate,
@@ -127,20 +129,20 @@ def test_defaults_derive_from_the_ceiling() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("setting", "build"),
     [
-        {"floor": 0},
-        {"floor": 81},
-        {"decrease_factor": 1},
-        {"decrease_factor": 0},
-        {"cooldown": -1},
-        {"increase_step": 0},
-        {"increase_interval": 0},
+        ("floor", lambda: AdaptiveRate(CEILING, floor=0)),
+        ("floor", lambda: AdaptiveRate(CEILING, floor=81)),
+        ("decrease_factor", lambda: AdaptiveRate(CEILING, decrease_factor=1)),
+        ("decrease_factor", lambda: AdaptiveRate(CEILING, decrease_factor=0)),
+        ("cooldown", lambda: AdaptiveRate(CEILING, cooldown=-1)),
+        ("increase_step", lambda: AdaptiveRate(CEILING, increase_step=0)),
+        ("increase_interval", lambda: AdaptiveRate(CEILING, increase_interval=0)),
     ],
 )
-def test_invalid_settings_are_value_errors(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
-        AdaptiveRate(CEILING, **kwargs)
+def test_invalid_settings_are_value_errors(setting: str, build: Callable[[], AdaptiveRate]) -> None:
+    with pytest.raises(ValueError, match=setting):
+        build()
 
 
 @given(

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 from esquadrao_common.kafka.catalog import Catalog
@@ -42,3 +44,14 @@ def test_output_is_stable_between_runs() -> None:
 )
 def test_resource_names_are_valid_kubernetes_names(topic: str, name: str) -> None:
     assert resource_name(topic) == name
+
+
+def test_committed_kafka_topics_manifest_matches_the_catalog() -> None:
+    committed = Path(__file__).parents[4] / "k8s" / "base" / "kafka-topics.yaml"
+
+    result = CliRunner().invoke(app, ["k8s-topics"])
+
+    assert result.exit_code == 0, result.output
+    assert committed.read_text() == result.output, (
+        "k8s/base/kafka-topics.yaml is stale: run `make k8s-topics`"
+    )

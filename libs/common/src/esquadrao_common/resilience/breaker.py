@@ -200,7 +200,8 @@ class CircuitBreaker:
 
     def trip(self, reason: str, *, reset_timeout: float | None = None) -> None:
         """Open now, whatever the state, for ``reset_timeout`` seconds (default: the current
-        timeout); an open breaker restarts its open period."""
+        timeout; an override applies to this opening only). An open breaker restarts its
+        open period."""
         if reset_timeout is not None and reset_timeout <= 0:
             raise ValueError(f"reset_timeout must be positive, got {reset_timeout}")
         self._open(reason, self._reset_timeout if reset_timeout is None else reset_timeout)

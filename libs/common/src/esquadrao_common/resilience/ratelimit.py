@@ -77,6 +77,8 @@ def _check_cost(limit: Limit, cost: float) -> None:
 # The timestamp is kept in whole microseconds of the server clock (TIME), formatted with
 # %.0f: Lua's default number formatting keeps only 14 significant digits.
 # An absent hash is a full bucket; the hash expires once it would be full again anyway.
+# The TTL is capped at 1e12 ms (about 31 years) so that it still reaches PEXPIRE as an
+# integer for absurdly slow rates.
 _TOKEN_BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -122,8 +124,9 @@ class RedisTokenBucket:
     with a new :class:`Limit` (an adaptive rate) continues from its current tokens, capped at
     the new burst.
 
-    Connection and timeout errors propagate (see :class:`FallbackRateLimiter`); give the
-    client short ``socket_timeout`` / ``socket_connect_timeout`` so a dead Redis fails fast.
+    The script touches one key, so it also runs on Redis Cluster. Connection and timeout
+    errors propagate (see :class:`FallbackRateLimiter`); give the client short
+    ``socket_timeout`` / ``socket_connect_timeout`` so that a dead Redis fails fast.
     """
 
     def __init__(

@@ -1,0 +1,621 @@
+"""The Kafka consumer runtime: idempotent handling, retry topics, dead letters, safe commits.
+
+One :class:`ConsumerRuntime` runs one consumer group (a :class:`ConsumerGroupSpec` of the
+catalog) in one process. For each record, in partition order, it:
+
+1. reads the envelope; a record that cannot be decoded goes straight to the group's
+   dead-letter topic;
+2. opens a unit of work, claims the record's ``event_id`` for the group in the inbox and,
+   the first time only, calls the handler and commits: effects and the claim commit
+   together, so a redelivered record is skipped and never applied twice;
+3. when the handler raises, rolls back and republishes the record to the group's next
+   retry topic (``<group>.retry.<n>``, due after the catalog's delay) or, when retries are
+   exhausted, to its dead-letter topic, with the error in headers
+   (:mod:`esquadrao_common.kafka.dead_letters`). The partition moves on: one bad record
+   never blocks the records behind it.
+
+Offsets are committed per partition after each batch, and only up to records whose
+database transaction committed or whose retry or dead-letter record the broker
+acknowledged. A crash therefore redelivers a suffix of work already done, which the inbox
+turns into skips: delivery is at least once, effects are exactly once.
+
+A record read from a retry topic before its ``retry-not-before`` time is not waited for in
+the poll loop: its partition is paused, rewound to that record and resumed when it is due,
+while every other partition keeps flowing.
+
+When the database or the broker fails (as opposed to the handler rejecting a record), the
+record is not the culprit: nothing is committed past it, its partition is rewound to it so
+it is delivered again, and the runtime backs off before polling again instead of spinning
+or routing healthy records to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from esquadrao.common.v1.envelope_pb2 import Envelope
+from opentelemetry.trace import Span
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.exc import DBAPIError
+
+from esquadrao_common.db import SqlAlchemyUnitOfWork
+from esquadrao_common.events import UndecodableRecord, read_envelope
+from esquadrao_common.inbox import claim
+from esquadrao_common.kafka.catalog import ConsumerGroupSpec
+from esquadrao_common.kafka.dead_letters import (
+    FailureRoute,
+    attempt_of,
+    failure_record,
+    origin_of,
+    retry_due_ms,
+    route_failure,
+)
+from esquadrao_common.messaging import Headers, Publisher
+from esquadrao_common.resilience.backoff import full_jitter
+from esquadrao_common.tracing import (
+    context_from,
+    current_trace_headers,
+    mark_error,
+    messaging_span,
+    with_trace_headers,
+)
+
+log = logging.getLogger(__name__)
+
+RECORDS = Counter(
+    "esquadrao_consumer_records",
+    "Records a consumer group finished with, by the topic read and the outcome "
+    "(handled, duplicate, retried, dead_lettered).",
+    ["group", "topic", "outcome"],
+)
+HANDLER_DURATION = Histogram(
+    "esquadrao_consumer_handler_duration_seconds",
+    "Time spent in a consumer group's handler per record (failed calls included).",
+    ["group"],
+)
+LAG = Gauge(
+    "esquadrao_consumer_lag_records",
+    "Records behind the partition's end as of the last fetch (highwater minus next offset).",
+    ["group", "topic", "partition"],
+)
+
+
+class Outcome(StrEnum):
+    """What became of a record (the ``outcome`` label of the records metric)."""
+
+    HANDLED = "handled"
+    DUPLICATE = "duplicate"
+    RETRIED = "retried"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class IncomingRecord:
+    """A decoded record as a handler sees it.
+
+    ``attempt`` is 0 for a delivery from the group's own topics and ``n`` for one from
+    retry topic ``n``; ``source_topic`` is the topic the record was first published to,
+    also when it is read from a retry topic (``topic``). ``value`` is the whole wrapper
+    message, for the handler to parse with :func:`esquadrao_common.events.decode_event`.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    timestamp: int
+    envelope: Envelope
+    attempt: int
+    source_topic: str
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.event_id
+
+
+UoWT = TypeVar("UoWT", bound=SqlAlchemyUnitOfWork)
+
+#: A handler applies one record's effects in the unit of work it is given and does not
+#: commit; raising rolls them back and sends the record to the retry chain.
+Handler = Callable[[IncomingRecord, UoWT], Awaitable[None]]
+
+
+class InfrastructureError(Exception):
+    """The database or the broker failed while a record was processed.
+
+    The record is not at fault: it is delivered again after a backoff rather than
+    retried through the retry topics or dead-lettered.
+    """
+
+
+def _connection_lost(error: BaseException) -> bool:
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+def _record_caused_commit_error(error: BaseException) -> bool:
+    """Whether a failed commit is the record's fault (a constraint its effects broke)."""
+    return isinstance(error, DBAPIError) and not error.connection_invalidated
+
+
+class RetryPauses:
+    """Retry-topic partitions paused until the record at their head is due.
+
+    Pure bookkeeping (no Kafka client): the runtime pauses a partition in the consumer and
+    records here when to resume it.
+    """
+
+    def __init__(self) -> None:
+        self._due_ms: dict[TopicPartition, int] = {}
+
+    def pause(self, partition: TopicPartition, due_ms: int) -> None:
+        self._due_ms[partition] = due_ms
+
+    def pop_due(self, now_ms: int) -> list[TopicPartition]:
+        """The partitions due at ``now_ms``, no longer tracked once returned."""
+        due = [tp for tp, at in self._due_ms.items() if at <= now_ms]
+        for tp in due:
+            del self._due_ms[tp]
+        return due
+
+    def next_due_ms(self) -> int | None:
+        return min(self._due_ms.values(), default=None)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._due_ms.pop(tp, None)
+
+    def __contains__(self, partition: object) -> bool:
+        return partition in self._due_ms
+
+
+def poll_timeout_ms(now_ms: int, next_due_ms: int | None, max_timeout_ms: int) -> int:
+    """How long one poll may wait: ``max_timeout_ms``, less when a paused partition is due
+    sooner, so it is resumed on time without sleeping in the loop."""
+    if next_due_ms is None:
+        return max_timeout_ms
+    return max(1, min(max_timeout_ms, next_due_ms - now_ms))
+
+
+class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runtime: ConsumerRuntime[Any]) -> None:
+        self._runtime = runtime
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runtime._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._runtime._on_assigned(assigned)
+
+
+class ConsumerRuntime(Generic[UoWT]):
+    """Runs one consumer group: ``await runtime.run()`` until ``await runtime.stop()``.
+
+    Or ``await runtime.start()`` (returns once consuming in a background task) and
+    ``await runtime.stop()``, or ``async with runtime: ...``. A runtime runs once.
+
+    ``publisher`` publishes the retry and dead-letter records and must only return once the
+    broker acknowledged them (:class:`~esquadrao_common.kafka.producer.KafkaPublisher`).
+    Every topic of ``group`` (its topics, retry topics and dead-letter topic) must exist.
+
+    ``session_timeout_ms`` and ``heartbeat_interval_ms`` are the group membership timings:
+    a member that stops heartbeating loses its partitions after the session timeout. The
+    embedded broker also holds every join for about half the session timeout, so tests use
+    a short one. ``failure_backoff_s`` is the (base, cap) in seconds of the full-jitter
+    backoff after the database or the broker failed. ``clock`` gives epoch seconds and
+    decides when retries are due.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group: ConsumerGroupSpec,
+        handler: Handler[UoWT],
+        uow_factory: Callable[[], UoWT],
+        publisher: Publisher,
+        max_batch: int = 100,
+        poll_timeout_ms: int = 500,
+        client_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        max_poll_interval_ms: int = 300_000,
+        failure_backoff_s: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be positive, got {max_batch}")
+        self.group = group
+        self._bootstrap = bootstrap
+        self._handler = handler
+        self._uow_factory = uow_factory
+        self._publisher = publisher
+        self._max_batch = max_batch
+        self._poll_timeout_ms = poll_timeout_ms
+        self._client_id = client_id or f"esquadrao-{group.name}"
+        self._clock = clock
+        self._session_timeout_ms = session_timeout_ms
+        self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._max_poll_interval_ms = max_poll_interval_ms
+        self._backoff_base_s, self._backoff_cap_s = failure_backoff_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._batch_lock = asyncio.Lock()
+        self._pauses = RetryPauses()
+        # Next offset to commit per partition: records before it are done.
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._failures_in_a_row = 0
+        self._stalled = False
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic the group reads: its own topics, then its retry topics."""
+        return self.group.topics + self.group.retry_topics
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this member owns now (empty before it joined the group)."""
+        if self._consumer is None:
+            return frozenset()
+        return frozenset(self._consumer.assignment())
+
+    async def start(self) -> None:
+        """Connect and subscribe, then consume in a background task until :meth:`stop`."""
+        if self._consumer is not None:
+            raise RuntimeError(f"consumer runtime of {self.group.name} was already started")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self.group.name,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=self._heartbeat_interval_ms,
+            max_poll_interval_ms=self._max_poll_interval_ms,
+        )
+        consumer.subscribe(topics=list(self.topics), listener=_RebalanceListener(self))
+        self._consumer = consumer
+        await consumer.start()
+        log.info(
+            "consumer started",
+            extra={"consumer_group": self.group.name, "topics": list(self.topics)},
+        )
+        self._task = asyncio.create_task(
+            self._consume(consumer), name=f"consumer {self.group.name}"
+        )
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop` (or cancellation); raises what ended it otherwise."""
+        if self._task is None:
+            await self.start()
+        assert self._task is not None
+        await self._task
+
+    async def stop(self) -> None:
+        """Finish the record in hand, commit what is done, leave the group and close.
+
+        Records not reached are redelivered to whichever member owns their partition next.
+        """
+        self._stopping.set()
+        if self._task is None:
+            return
+        await asyncio.wait([self._task])
+        if not self._task.cancelled():
+            # Already logged by the loop (and raised by run()); retrieved so that asyncio
+            # does not report it again as never retrieved.
+            self._task.exception()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._resume_due(consumer)
+                try:
+                    batch = await consumer.getmany(
+                        timeout_ms=poll_timeout_ms(
+                            self._now_ms(), self._pauses.next_due_ms(), self._poll_timeout_ms
+                        ),
+                        max_records=self._max_batch,
+                    )
+                except KafkaError as error:
+                    log.warning(
+                        "consumer poll failed",
+                        extra={"consumer_group": self.group.name, "error": repr(error)},
+                    )
+                    self._stalled = True
+                    batch = {}
+                if batch:
+                    async with self._batch_lock:
+                        await self._process_batch(consumer, batch)
+                if self._stalled:
+                    await self._back_off()
+            async with self._batch_lock:
+                await self._commit(consumer)
+        except Exception:
+            log.exception("consumer failed", extra={"consumer_group": self.group.name})
+            raise
+        finally:
+            self._clear_lag(consumer.assignment())
+            await consumer.stop()
+            log.info("consumer stopped", extra={"consumer_group": self.group.name})
+
+    async def _process_batch(
+        self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, Sequence[Any]]
+    ) -> None:
+        for tp, records in batch.items():
+            if self._stopping.is_set():
+                break
+            # A rebalance may have moved the partition while this batch waited for the lock.
+            if tp not in consumer.assignment():
+                continue
+            await self._process_partition(consumer, tp, records)
+            self._update_lag(consumer, tp)
+        await self._commit(consumer)
+
+    async def _process_partition(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[Any]
+    ) -> None:
+        attempt = attempt_of(self.group, tp.topic)
+        for record in records:
+            if self._stopping.is_set():
+                return
+            headers: Headers = list(record.headers)
+            if attempt > 0:
+                due_ms = retry_due_ms(headers)
+                if due_ms is not None and due_ms > self._now_ms():
+                    consumer.pause(tp)
+                    consumer.seek(tp, record.offset)
+                    self._pauses.pause(tp, due_ms)
+                    return
+            try:
+                outcome = await self._process_record(record, headers, attempt)
+            except InfrastructureError as error:
+                log.warning(
+                    "record will be redelivered: %s",
+                    error,
+                    extra=self._record_fields(record, cause=repr(error.__cause__)),
+                )
+                consumer.seek(tp, record.offset)
+                self._stalled = True
+                return
+            self._uncommitted[tp] = record.offset + 1
+            self._failures_in_a_row = 0
+            RECORDS.labels(self.group.name, tp.topic, outcome.value).inc()
+
+    async def _process_record(self, record: Any, headers: Headers, attempt: int) -> Outcome:
+        parent = context_from(headers)
+        try:
+            envelope = read_envelope(record.value)
+        except UndecodableRecord as error:
+            with messaging_span(
+                "process",
+                record.topic,
+                parent=parent,
+                key=record.key,
+                partition=record.partition,
+                offset=record.offset,
+                consumer_group=self.group.name,
+            ) as span:
+                mark_error(span, error)
+                route = route_failure(self.group, attempt, now_ms=self._now_ms(), )
+                await self._route(record, headers, route, error)
+            return Outcome.DEAD_LETTERED
+        origin = origin_of(record.topic, record.partition, record.offset, headers)
+        incoming = IncomingRecord(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=headers,
+            timestamp=record.timestamp,
+            envelope=envelope,
+            attempt=attempt,
+            source_topic=origin.topic,
+        )
+        with messaging_span(
+            "process",
+            incoming.source_topic,
+            parent=parent,
+            key=record.key,
+            message_id=envelope.event_id,
+            partition=record.partition,
+            offset=record.offset,
+            consumer_group=self.group.name,
+        ) as span:
+            span.set_attribute("esquadrao.consumer.attempt", attempt)
+            result = await self._apply(incoming)
+            if isinstance(result, Outcome):
+                return result
+            return await self._fail(span, record, headers, attempt, result)
+
+    async def _apply(self, record: IncomingRecord) -> Outcome | Exception:
+        """Claim and handle ``record`` in one transaction.
+
+        Returns HANDLED once committed, DUPLICATE when the group handled the event before,
+        or the error that makes the record fail (the transaction rolled back). Raises
+        InfrastructureError when the database, not the record, failed.
+        """
+        try:
+            async with self._uow_factory() as uow:
+                try:
+                    claimed = await claim(uow.session, self.group.name, record.event_id)
+                except Exception as error:
+                    raise InfrastructureError("could not claim the event in the inbox") from error
+                if not claimed:
+                    return Outcome.DUPLICATE
+                started = time.perf_counter()
+                try:
+                    await self._handler(record, uow)
+                except Exception as error:
+                    if _connection_lost(error):
+                        raise InfrastructureError("database connection lost") from error
+                    return error
+                finally:
+                    HANDLER_DURATION.labels(self.group.name).observe(time.perf_counter() - started)
+                try:
+                    await uow.commit()
+                except Exception as error:
+                    if _record_caused_commit_error(error):
+                        return error
+                    raise InfrastructureError("could not commit the transaction") from error
+                return Outcome.HANDLED
+        except InfrastructureError:
+            raise
+        except Exception as error:
+            raise InfrastructureError("could not open or close the unit of work") from error
+
+    async def _fail(
+        self, span: Span, record: Any, headers: Headers, attempt: int, error: Exception
+    ) -> Outcome:
+        mark_error(span, error)
+        route = route_failure(self.group, attempt, now_ms=self._now_ms())
+        await self._route(record, headers, route, error)
+        return Outcome.DEAD_LETTERED if route.dead_letter else Outcome.RETRIED
+
+    async def _route(
+        self, record: Any, headers: Headers, route: FailureRoute, error: BaseException
+    ) -> None:
+        """Publish the failed record to ``route``; InfrastructureError if not acknowledged."""
+        # Inside the process span the retry continues the trace as its child; with no
+        # span to point at, the record's own trace context is kept as it was.
+        trace_headers = with_trace_headers(headers) if current_trace_headers() else headers
+        outgoing = failure_record(
+            route,
+            consumer_group=self.group.name,
+            key=record.key,
+            value=record.value or b"",
+            headers=trace_headers,
+            origin=origin_of(record.topic, record.partition, record.offset, headers),
+            error=error,
+            now_ms=self._now_ms(),
+        )
+        try:
+            await self._publisher.publish([outgoing])
+        except Exception as publish_error:
+            raise InfrastructureError(f"could not publish to {route.topic}") from publish_error
+        log.warning(
+            "record dead-lettered" if route.dead_letter else "record sent to retry",
+            extra=self._record_fields(
+                record,
+                destination=route.topic,
+                attempt=route.attempt,
+                error_type=type(error).__name__,
+                error=str(error),
+            ),
+        )
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the done offsets of assigned partitions; forget those of others.
+
+        A commit rejected because the group rebalanced drops the offsets: the partition's
+        new owner re-reads those records and skips them as duplicates. A commit that failed
+        otherwise keeps them for the next attempt.
+        """
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
+        self._uncommitted = dict(offsets)
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as error:
+            log.warning(
+                "offsets not committed: the group rebalanced",
+                extra={"consumer_group": self.group.name, "error": repr(error)},
+            )
+        except KafkaError as error:
+            log.warning(
+                "offsets not committed, will retry",
+                extra={"consumer_group": self.group.name, "error": repr(error)},
+            )
+            return
+        for tp, offset in offsets.items():
+            if self._uncommitted.get(tp) == offset:
+                del self._uncommitted[tp]
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Let the batch in hand finish and commit before the partitions move."""
+        async with self._batch_lock:
+            if self._consumer is not None:
+                await self._commit(self._consumer)
+            self._pauses.forget(revoked)
+            for tp in revoked:
+                self._uncommitted.pop(tp, None)
+            self._clear_lag(revoked)
+        if revoked:
+            log.info(
+                "partitions revoked",
+                extra={"consumer_group": self.group.name, "partitions": _names(revoked)},
+            )
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info(
+            "partitions assigned",
+            extra={"consumer_group": self.group.name, "partitions": _names(assigned)},
+        )
+
+    def _resume_due(self, consumer: AIOKafkaConsumer) -> None:
+        due = self._pauses.pop_due(self._now_ms())
+        assigned = consumer.assignment()
+        resumable = [tp for tp in due if tp in assigned]
+        if resumable:
+            consumer.resume(*resumable)
+
+    async def _back_off(self) -> None:
+        delay = full_jitter(self._failures_in_a_row, self._backoff_base_s, self._backoff_cap_s)
+        self._failures_in_a_row += 1
+        self._stalled = False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    def _update_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+        highwater = consumer.highwater(tp)
+        position = self._uncommitted.get(tp)
+        if highwater is None or position is None:
+            return
+        LAG.labels(self.group.name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    def _clear_lag(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            with contextlib.suppress(KeyError):
+                LAG.remove(self.group.name, tp.topic, str(tp.partition))
+
+    def _now_ms(self) -> int:
+        return math.floor(self._clock() * 1000)
+
+    def _record_fields(self, record: Any, **fields: Any) -> dict[str, Any]:
+        return {
+            "consumer_group": self.group.name,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            **fields,
+        }
+
+
+def _names(partitions: Iterable[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)

@@ -1,0 +1,613 @@
+"""The consumer runtime against a real broker and Postgres: effects once, retries, DLQ, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from esquadrao.contacts.v1.contacts_pb2 import Contact, ContactCreated, ContactEvent
+from esquadrao_common.db import Database, SqlAlchemyUnitOfWork, platform_metadata
+from esquadrao_common.events import event_type_of, new_envelope, record_headers
+from esquadrao_common.kafka.admin import ensure_topics
+from esquadrao_common.kafka.catalog import ConsumerGroupSpec, TopicSpec
+from esquadrao_common.kafka.consumer import ConsumerRuntime, IncomingRecord
+from esquadrao_common.kafka.dead_letters import (
+    HEADER_ATTEMPT,
+    HEADER_FAILED_AT,
+    HEADER_REPLAYED_FROM,
+    HEADER_RETRY_NOT_BEFORE,
+    DeadLetter,
+    Origin,
+    header_value,
+    read_dead_letters,
+    replay,
+    retry_due_ms,
+)
+from esquadrao_common.kafka.producer import KafkaPublisher
+from esquadrao_common.messaging import OutgoingRecord
+from prometheus_client import REGISTRY
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
+from sqlalchemy.dialects.postgresql import UUID
+
+pytestmark = pytest.mark.integration
+
+#: Join timings the embedded broker turns into a ~3 s join (it holds a join for about half
+#: the session timeout); 6 s is also the smallest session timeout Apache Kafka accepts.
+SESSION_TIMEOUT_MS = 6_000
+HEARTBEAT_INTERVAL_MS = 1_000
+WAIT_S = 40.0
+
+test_metadata = MetaData()
+effects = Table(
+    "consumer_test_effects",
+    test_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", UUID(as_uuid=False), nullable=False),  # not unique: duplicates show
+    Column("topic", String, nullable=False),
+    Column("source_topic", String, nullable=False),
+    Column("attempt", Integer, nullable=False),
+)
+
+
+class MakeTopics(Protocol):
+    async def __call__(self, n: int = 1, *, partitions: int = 1) -> list[str]: ...
+
+
+MakeGroup = Callable[..., Awaitable[ConsumerGroupSpec]]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Wait until ``check()`` holds, polling; fail with ``what`` after WAIT_S seconds."""
+    deadline = time.monotonic() + WAIT_S
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {WAIT_S:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def trace_id_of(headers: Iterable[tuple[str, bytes]]) -> str:
+    traceparent = header_value(headers, "traceparent")
+    assert traceparent is not None, "record has no traceparent header"
+    return traceparent.decode().split("-")[1]
+
+
+def contact_created(key: str, *, event_id: str | None = None) -> tuple[bytes, str]:
+    """An encoded ContactEvent wrapper and its event id."""
+    event = ContactEvent(
+        contact_created=ContactCreated(
+            contact=Contact(id=key, company_id="company-1", phone_e164="+5511999990000")
+        )
+    )
+    event.envelope.CopyFrom(
+        new_envelope(event_type_of(event), "company-1", "tests", event_id=event_id)
+    )
+    return event.SerializeToString(), event.envelope.event_id
+
+
+def record_of(topic: str, key: str, *, trace_id: str | None = None) -> tuple[OutgoingRecord, str]:
+    value, event_id = contact_created(key)
+    event = ContactEvent.FromString(value)
+    headers = record_headers(event.envelope)
+    if trace_id is not None:
+        headers.append(("traceparent", f"00-{trace_id}-{'1' * 16}-01".encode()))
+    return OutgoingRecord(topic, key.encode(), value, headers), event_id
+
+
+@dataclass
+class RecordingHandler:
+    """Writes one effect row per handled record; fails when ``fail`` says so."""
+
+    name: str = "handler"
+    fail: Callable[[IncomingRecord], Exception | None] = lambda record: None
+    delay_s: float = 0.0
+    calls: list[IncomingRecord] = field(default_factory=list)
+    #: Epoch ms of each call, on the clock the runtime decides due times with.
+    called_at_ms: list[int] = field(default_factory=list)
+
+    async def __call__(self, record: IncomingRecord, uow: SqlAlchemyUnitOfWork) -> None:
+        self.calls.append(record)
+        self.called_at_ms.append(int(time.time() * 1000))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        error = self.fail(record)
+        if error is not None:
+            raise error
+        await uow.session.execute(
+            effects.insert().values(
+                event_id=record.event_id,
+                topic=record.topic,
+                source_topic=record.source_topic,
+                attempt=record.attempt,
+            )
+        )
+
+    def attempts_of(self, event_id: str) -> list[int]:
+        return [call.attempt for call in self.calls if call.event_id == event_id]
+
+    def early_retries(self) -> list[tuple[int, int | None, int]]:
+        """(attempt, due, called at) of every retry handled before its due time."""
+        return [
+            (call.attempt, retry_due_ms(call.headers), at)
+            for call, at in zip(self.calls, self.called_at_ms, strict=True)
+            if call.attempt > 0 and at < (retry_due_ms(call.headers) or 0)
+        ]
+
+
+class PoisonRecord(Exception):
+    pass
+
+
+async def effect_counts(database: Database) -> Counter[str]:
+    async with database.engine.connect() as connection:
+        rows = await connection.execute(select(effects.c.event_id))
+        return Counter(row.event_id for row in rows)
+
+
+async def effect_rows(database: Database, event_id: str) -> list[Any]:
+    async with database.engine.connect() as connection:
+        result = await connection.execute(select(effects).where(effects.c.event_id == event_id))
+        return list(result)
+
+
+def records_metric(group: ConsumerGroupSpec, topic: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "esquadrao_consumer_records_total",
+        {"group": group.name, "topic": topic, "outcome": outcome},
+    )
+    return value or 0.0
+
+
+class TopicTail:
+    """Every record of some topics, collected in the background (no consumer group)."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self.records: list[Any] = []
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def _collect(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                self.records.extend(records)
+
+    def on(self, topic: str) -> list[Any]:
+        return [record for record in self.records if record.topic == topic]
+
+    async def __aenter__(self) -> TopicTail:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._collect())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url, pool_size=4)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(platform_metadata.create_all)
+        await connection.run_sync(test_metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
+    async with KafkaPublisher(kafka_bootstrap, client_id="consumer-runtime-tests") as publisher:
+        yield publisher
+
+
+@pytest.fixture
+async def make_group(kafka_bootstrap: str, kafka_topics: MakeTopics) -> AsyncIterator[MakeGroup]:
+    """Factory of consumer groups with fresh topics, retry topics and dead-letter topic."""
+    created: list[str] = []
+
+    async def make(
+        *, partitions: int = 1, retry_delays_ms: tuple[int, ...] = (200, 400)
+    ) -> ConsumerGroupSpec:
+        (topic,) = await kafka_topics(1, partitions=partitions)
+        group = ConsumerGroupSpec(
+            name=f"g-{uuid.uuid4().hex[:12]}", topics=(topic,), retry_delays_ms=retry_delays_ms
+        )
+        names = [*group.retry_topics, group.dlq_topic]
+        specs = [TopicSpec(name, partitions, 1, 3_600_000) for name in names]
+        created.extend(await ensure_topics(kafka_bootstrap, specs, replication_factor=1))
+        return group
+
+    yield make
+    if created:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(created)
+        finally:
+            await admin.close()
+
+
+def runtime_for(
+    kafka_bootstrap: str,
+    group: ConsumerGroupSpec,
+    handler: RecordingHandler,
+    database: Database,
+    publisher: KafkaPublisher,
+    **options: Any,
+) -> ConsumerRuntime[SqlAlchemyUnitOfWork]:
+    return ConsumerRuntime(
+        bootstrap=kafka_bootstrap,
+        group=group,
+        handler=handler,
+        uow_factory=lambda: SqlAlchemyUnitOfWork(database),
+        publisher=publisher,
+        poll_timeout_ms=100,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        failure_backoff_s=(0.05, 0.5),
+        **options,
+    )
+
+
+@asynccontextmanager
+async def running(runtime: ConsumerRuntime[Any]) -> AsyncIterator[ConsumerRuntime[Any]]:
+    async with runtime:
+        yield runtime
+
+
+async def committed_offsets(kafka_bootstrap: str, group: ConsumerGroupSpec) -> dict[int, int]:
+    """The group's committed offsets of its main topic, per partition (absent: none)."""
+    (topic,) = group.topics
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=group.name, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        offsets = {}
+        for partition in sorted(partitions):
+            offset = await consumer.committed(TopicPartition(topic, partition))
+            if offset is not None:
+                offsets[partition] = offset
+        return offsets
+    finally:
+        await consumer.stop()
+
+
+async def test_each_event_is_applied_once_and_its_offset_committed(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=2)
+    (topic,) = group.topics
+    published = [record_of(topic, f"contact-{n}") for n in range(10)]
+    await publisher.publish([record for record, _ in published])
+    handler = RecordingHandler()
+
+    async with running(runtime_for(kafka_bootstrap, group, handler, database, publisher)):
+
+        async def all_applied() -> bool:
+            return sum((await effect_counts(database)).values()) >= 10
+
+        await eventually(all_applied, "10 effects")
+        redelivered = [record for record, _ in published[:3]]
+        await publisher.publish(redelivered)
+
+        async def duplicates_skipped() -> bool:
+            return records_metric(group, topic, "duplicate") >= 3
+
+        await eventually(duplicates_skipped, "3 republished records to be skipped")
+
+    counts = await effect_counts(database)
+    assert counts == {event_id: 1 for _, event_id in published}
+    assert records_metric(group, topic, "handled") == 10
+    assert len(handler.calls) == 10, "a duplicate must not reach the handler"
+    committed = await committed_offsets(kafka_bootstrap, group)
+    assert sum(committed.values()) == 13, f"committed offsets {committed}, 13 records consumed"
+
+    newcomer = RecordingHandler(name="newcomer")
+    fresh, fresh_id = record_of(topic, "contact-fresh")
+    async with running(runtime_for(kafka_bootstrap, group, newcomer, database, publisher)):
+        await publisher.publish([fresh])
+
+        async def fresh_applied() -> bool:
+            return (await effect_counts(database))[fresh_id] == 1
+
+        await eventually(fresh_applied, "the record published after the restart")
+
+    assert [call.event_id for call in newcomer.calls] == [fresh_id]
+    assert records_metric(group, topic, "duplicate") == 3, "nothing old was redelivered"
+
+
+async def test_a_poison_record_goes_through_the_retries_to_the_dlq_without_blocking(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1, retry_delays_ms=(200, 400))
+    (topic,) = group.topics
+    trace_id = uuid.uuid4().hex
+    poison, poison_id = record_of(topic, "same-key", trace_id=trace_id)
+    later = [record_of(topic, "same-key") for _ in range(5)]
+    later_ids = {event_id for _, event_id in later}
+    good_effects_at_attempt: dict[int, int] = {}
+
+    def poisoned(record: IncomingRecord) -> Exception | None:
+        return (
+            PoisonRecord(f"cannot apply {record.event_id}")
+            if record.event_id == poison_id
+            else None
+        )
+
+    class Handler(RecordingHandler):
+        async def __call__(self, record: IncomingRecord, uow: SqlAlchemyUnitOfWork) -> None:
+            if record.event_id == poison_id:
+                count = select(func.count()).select_from(effects)
+                good_effects_at_attempt[record.attempt] = (
+                    await uow.session.execute(count)
+                ).scalar_one()
+            await super().__call__(record, uow)
+
+    handler = Handler(fail=poisoned)
+    await publisher.publish([poison, *[record for record, _ in later]])
+
+    async with (
+        TopicTail(kafka_bootstrap, *group.retry_topics, group.dlq_topic) as tail,
+        running(runtime_for(kafka_bootstrap, group, handler, database, publisher)),
+    ):
+
+        async def dead_lettered() -> bool:
+            return len(tail.on(group.dlq_topic)) >= 1
+
+        await eventually(dead_lettered, "the poison record in the DLQ")
+
+    assert handler.attempts_of(poison_id) == [0, 1, 2]
+    assert handler.early_retries() == [], "a retry ran before its retry-not-before time"
+    assert good_effects_at_attempt[2] == 5, (
+        "the records behind the poison one must be handled before it is dead-lettered; "
+        f"effects seen at each poison attempt: {good_effects_at_attempt}"
+    )
+    assert await effect_counts(database) == {event_id: 1 for event_id in later_ids}
+
+    (first_retry,) = tail.on(group.retry_topics[0])
+    (second_retry,) = tail.on(group.retry_topics[1])
+    for retry, attempt, delay in ((first_retry, 1, 200), (second_retry, 2, 400)):
+        headers = list(retry.headers)
+        assert header_value(headers, HEADER_ATTEMPT) == str(attempt).encode()
+        failed_at = int(header_value(headers, HEADER_FAILED_AT) or b"-1")
+        assert int(header_value(headers, HEADER_RETRY_NOT_BEFORE) or b"-1") == failed_at + delay
+
+    (dead,) = tail.on(group.dlq_topic)
+    letter = DeadLetter.from_record(dead)
+    assert letter.origin == Origin(topic, 0, 0)
+    assert letter.attempt == 2
+    assert letter.error_type.endswith(".PoisonRecord")
+    assert letter.error_message == f"cannot apply {poison_id}"
+    assert letter.consumer_group == group.name
+    assert letter.value == poison.value
+    assert header_value(letter.headers, "event_id") == poison_id.encode()
+    assert header_value(letter.headers, HEADER_RETRY_NOT_BEFORE) is None
+    assert trace_id_of(letter.headers) == trace_id, "the retries must continue the trace"
+
+    assert records_metric(group, topic, "retried") == 1
+    assert records_metric(group, group.retry_topics[0], "retried") == 1
+    assert records_metric(group, group.retry_topics[1], "dead_lettered") == 1
+    assert records_metric(group, topic, "handled") == 5
+
+
+async def test_an_undecodable_record_goes_straight_to_the_dlq(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1)
+    (topic,) = group.topics
+    garbage = OutgoingRecord(topic, b"k", b"\xff\xfe this is not protobuf")
+    good, good_id = record_of(topic, "k")
+    await publisher.publish([garbage, good])
+    handler = RecordingHandler()
+
+    async with (
+        TopicTail(kafka_bootstrap, group.dlq_topic) as tail,
+        running(runtime_for(kafka_bootstrap, group, handler, database, publisher)),
+    ):
+
+        async def both_done() -> bool:
+            return len(tail.records) >= 1 and (await effect_counts(database))[good_id] == 1
+
+        await eventually(both_done, "the garbage record in the DLQ and the good one handled")
+
+    (dead,) = tail.records
+    letter = DeadLetter.from_record(dead)
+    assert letter.value == garbage.value
+    assert letter.attempt == 0
+    assert letter.origin == Origin(topic, 0, 0)
+    assert letter.error_type == "esquadrao_common.events.UndecodableRecord"
+    assert [call.event_id for call in handler.calls] == [good_id]
+    assert records_metric(group, topic, "dead_lettered") == 1
+    assert records_metric(group, topic, "retried") == 0
+
+
+async def test_a_transient_failure_succeeds_on_the_first_retry_exactly_once(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1)
+    (topic,) = group.topics
+    record, event_id = record_of(topic, "flaky")
+
+    def first_attempt_fails(incoming: IncomingRecord) -> Exception | None:
+        return TimeoutError("provider timed out") if incoming.attempt == 0 else None
+
+    handler = RecordingHandler(fail=first_attempt_fails)
+    await publisher.publish([record])
+
+    async with running(runtime_for(kafka_bootstrap, group, handler, database, publisher)):
+
+        async def applied() -> bool:
+            return (await effect_counts(database))[event_id] == 1
+
+        await eventually(applied, "the record to succeed on retry")
+
+    assert handler.attempts_of(event_id) == [0, 1]
+    assert handler.early_retries() == [], "a retry ran before its retry-not-before time"
+    (row,) = await effect_rows(database, event_id)
+    assert (row.topic, row.source_topic, row.attempt) == (group.retry_topics[0], topic, 1)
+    assert records_metric(group, topic, "retried") == 1
+    assert records_metric(group, group.retry_topics[0], "handled") == 1
+    assert await read_dead_letters(kafka_bootstrap, group.dlq_topic, idle_ms=500) == []
+
+
+async def test_a_replayed_dead_letter_is_handled_from_its_original_topic(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1, retry_delays_ms=())
+    (topic,) = group.topics
+    record, event_id = record_of(topic, "needs-a-fix")
+    broken = True
+
+    def until_fixed(incoming: IncomingRecord) -> Exception | None:
+        return RuntimeError("missing reference data") if broken else None
+
+    handler = RecordingHandler(fail=until_fixed)
+    await publisher.publish([record])
+
+    async with (
+        TopicTail(kafka_bootstrap, group.dlq_topic) as tail,
+        running(runtime_for(kafka_bootstrap, group, handler, database, publisher)),
+    ):
+
+        async def dead_lettered() -> bool:
+            return len(tail.records) == 1
+
+        await eventually(dead_lettered, "the record in the DLQ")
+        broken = False
+        letters = await read_dead_letters(kafka_bootstrap, group.dlq_topic)
+        assert [letter.origin for letter in letters] == [Origin(topic, 0, 0)]
+        assert await replay(publisher, letters) == 1
+
+        async def applied() -> bool:
+            return (await effect_counts(database))[event_id] == 1
+
+        await eventually(applied, "the replayed record to be handled")
+
+    assert handler.attempts_of(event_id) == [0, 0]
+    (row,) = await effect_rows(database, event_id)
+    assert (row.topic, row.attempt) == (topic, 0)
+    replayed = handler.calls[-1]
+    assert replayed.offset == 1
+    assert header_value(replayed.headers, HEADER_REPLAYED_FROM) == (
+        f"{group.dlq_topic}/0/0".encode()
+    )
+
+
+async def test_a_lost_database_connection_redelivers_the_record_instead_of_retrying_it(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1)
+    (topic,) = group.topics
+    victim, victim_id = record_of(topic, "k")
+    after, after_id = record_of(topic, "k")
+    kills = 0
+
+    class Handler(RecordingHandler):
+        async def __call__(self, record: IncomingRecord, uow: SqlAlchemyUnitOfWork) -> None:
+            nonlocal kills
+            if record.event_id == victim_id and kills == 0:
+                kills += 1
+                self.calls.append(record)
+                self.called_at_ms.append(int(time.time() * 1000))
+                await uow.session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+            await super().__call__(record, uow)
+
+    handler = Handler()
+    await publisher.publish([victim, after])
+
+    async with running(runtime_for(kafka_bootstrap, group, handler, database, publisher)):
+
+        async def both_applied() -> bool:
+            counts = await effect_counts(database)
+            return counts[victim_id] == 1 and counts[after_id] == 1
+
+        await eventually(both_applied, "both records handled after the connection loss")
+
+    assert kills == 1
+    assert handler.attempts_of(victim_id) == [0, 0], "redelivered from its own topic"
+    assert await effect_counts(database) == {victim_id: 1, after_id: 1}
+    assert records_metric(group, topic, "retried") == 0
+    assert await committed_offsets(kafka_bootstrap, group) == {0: 2}
+
+
+async def test_partitions_move_between_members_without_losing_or_repeating_effects(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=4)
+    (topic,) = group.topics
+    first = RecordingHandler(name="first", delay_s=0.02)
+    second = RecordingHandler(name="second", delay_s=0.02)
+    all_ids: list[str] = []
+
+    async def publish(n: int) -> None:
+        batch = [record_of(topic, f"contact-{uuid.uuid4().hex}") for _ in range(n)]
+        await publisher.publish([record for record, _ in batch])
+        all_ids.extend(event_id for _, event_id in batch)
+
+    async def all_applied() -> bool:
+        return sum((await effect_counts(database)).values()) >= len(all_ids)
+
+    runtime_a = runtime_for(kafka_bootstrap, group, first, database, publisher)
+    runtime_b = runtime_for(kafka_bootstrap, group, second, database, publisher)
+    await publish(100)
+    await runtime_a.start()
+    try:
+
+        async def first_started() -> bool:
+            return len(first.calls) >= 10
+
+        await eventually(first_started, "the first member to handle records")
+        # The second member joins while the first is mid-way: the first's partitions are
+        # revoked after its batch in hand, and split between the two.
+        await runtime_b.start()
+
+        async def split() -> bool:
+            return bool(runtime_a.assignment()) and bool(runtime_b.assignment())
+
+        await eventually(split, "both members to own partitions")
+        await publish(100)
+        await eventually(all_applied, "every record handled by the two members")
+    finally:
+        await runtime_a.stop()
+
+    async def second_owns_everything() -> bool:
+        return len(runtime_b.assignment()) == 4 * len(runtime_b.topics)
+
+    try:
+        await eventually(second_owns_everything, "the second member to take over")
+        await publish(50)
+        await eventually(all_applied, "every record handled by the remaining member")
+    finally:
+        await runtime_b.stop()
+
+    counts = await effect_counts(database)
+    duplicates = records_metric(group, topic, "duplicate")
+    print(
+        f"rebalance: first handled {len(first.calls)}, second {len(second.calls)}, "
+        f"duplicate deliveries skipped {duplicates:.0f}"
+    )
+    assert counts == {event_id: 1 for event_id in all_ids}
+    assert len(first.calls) + len(second.calls) == len(all_ids)
+    assert second.calls, "the second member never handled a record"
