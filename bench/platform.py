@@ -73,8 +73,7 @@ async def bench_produce(bootstrap: str, messages: int, size: int) -> Figure:
     try:
         started = time.perf_counter()
         futures = [
-            await producer.send(topic, payload, key=str(n % 1000).encode())
-            for n in range(messages)
+            await producer.send(topic, payload, key=str(n % 1000).encode()) for n in range(messages)
         ]
         await asyncio.gather(*futures)
         elapsed = time.perf_counter() - started
@@ -192,9 +191,7 @@ async def bench_outbox(bootstrap: str, server_url: str, rows: int) -> list[Figur
         await _drop_database(server_url, url)
 
 
-async def _run(args: argparse.Namespace) -> list[Figure]:
-    run_dir = Path(tempfile.mkdtemp(prefix="esquadrao-bench-"))
-    run_dir.chmod(0o755)
+async def _run(args: argparse.Namespace, run_dir: Path) -> list[Figure]:
     stack = LocalStack(run_dir, StackConfig.from_env(), create_databases=False, durable=False)
     steps: list[Callable[[], Coroutine[Any, Any, Figure | list[Figure]]]] = [
         lambda: bench_produce(stack.kafka_bootstrap, args.messages, args.size),
@@ -202,13 +199,10 @@ async def _run(args: argparse.Namespace) -> list[Figure]:
         lambda: bench_outbox(stack.kafka_bootstrap, stack.postgres_url, args.outbox_rows),
     ]
     figures: list[Figure] = []
-    try:
-        async with stack:
-            for step in steps:
-                result = await step()
-                figures.extend(result if isinstance(result, list) else [result])
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    async with stack:
+        for step in steps:
+            result = await step()
+            figures.extend(result if isinstance(result, list) else [result])
     return figures
 
 
@@ -218,7 +212,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="record value size in bytes")
     parser.add_argument("--outbox-rows", type=int, default=20_000, help="outbox rows to relay")
     args = parser.parse_args()
-    figures = asyncio.run(_run(args))
+    run_dir = Path(tempfile.mkdtemp(prefix="esquadrao-bench-"))
+    run_dir.chmod(0o755)  # the embedded Postgres may run as an unprivileged account
+    try:
+        figures = asyncio.run(_run(args, run_dir))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     table = Table(title=f"Platform benchmarks ({os.cpu_count()} cores)", title_justify="left")
     for column in ("benchmark", "count", "seconds", "rate"):
         table.add_column(column, justify="left" if column == "benchmark" else "right")

@@ -21,21 +21,19 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from esquadrao.contacts.v1.contacts_pb2 import Contact, ContactCreated, ContactEvent
-from fastapi import APIRouter, Depends
-from opentelemetry.trace import SpanKind
-from pydantic import BaseModel
-from sqlalchemy import Column, MetaData, String, Table, func, insert, select
-
 from esquadrao_common.auth import Principal, Role, current_principal, mint_token
 from esquadrao_common.db import SqlAlchemyUnitOfWork, platform_metadata
 from esquadrao_common.events import decode_event, new_envelope
 from esquadrao_common.kafka.catalog import ConsumerGroupSpec
 from esquadrao_common.kafka.consumer import ConsumerRuntime, IncomingRecord
-from esquadrao_common.kafka.producer import KafkaPublisher
 from esquadrao_common.messaging import OutgoingRecord
 from esquadrao_common.service import Platform, create_api
 from esquadrao_common.settings import ServiceSettings
 from esquadrao_common.testing import span_recorder
+from fastapi import APIRouter, Depends
+from opentelemetry.trace import SpanKind
+from pydantic import BaseModel
+from sqlalchemy import Column, MetaData, String, Table, func, insert, select
 
 pytestmark = pytest.mark.integration
 

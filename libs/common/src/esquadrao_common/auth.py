@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import jwt
 import structlog
@@ -27,11 +27,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Delete, FromClause, Select, Update
 
 from esquadrao_common.errors import Forbidden, Unauthorized
-from esquadrao_common.settings import ServiceSettings
+from esquadrao_common.settings import JwtAlgorithm, ServiceSettings
 
 ISSUER = "esquadrao"
 AUDIENCE = "esquadrao"
-Algorithm = Literal["HS256", "RS256"]
 #: Claims every token must carry (non-null).
 REQUIRED_CLAIMS = ("sub", "company_id", "role", "iss", "aud", "iat", "exp")
 
@@ -55,7 +54,7 @@ class JwtConfig:
 
     secret: str | None = field(default=None, repr=False)
     public_key: str | None = None
-    algorithm: Algorithm = "HS256"
+    algorithm: JwtAlgorithm = "HS256"
     issuer: str = ISSUER
     audience: str = AUDIENCE
     leeway: float = 30.0

@@ -53,13 +53,14 @@ class ProblemError(Exception):
     """An error the API reports to its client as a problem document.
 
     Subclasses set ``default_status``, ``default_title`` and ``slug`` (the ``type`` URI is
-    derived from the slug; no slug means ``about:blank``, whose title is the HTTP reason
-    phrase). ``extensions`` become top-level members of the document and ``headers``
-    response headers. Any argument overrides the class default for one occurrence.
+    derived from the slug; no slug means ``about:blank``). Without a title, the title is
+    the status's HTTP reason phrase. ``extensions`` become top-level members of the
+    document and ``headers`` response headers. Any argument overrides the class default
+    for one occurrence.
     """
 
     default_status: ClassVar[int] = 500
-    default_title: ClassVar[str] = "Internal Server Error"
+    default_title: ClassVar[str | None] = None
     slug: ClassVar[str | None] = None
 
     def __init__(
@@ -76,7 +77,7 @@ class ProblemError(Exception):
         if clashing:
             raise ValueError(f"extension members may not be named {sorted(clashing)}")
         self.status = self.default_status if status is None else status
-        self.title = self.default_title if title is None else title
+        self.title = title or self.default_title or _reason(self.status)
         self.detail = detail
         default_type = problem_type(self.slug) if self.slug else "about:blank"
         self.type = default_type if type is None else type

@@ -118,7 +118,7 @@ def configure_logging(
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
             processors=[
                 _AddService(service_name),
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,

@@ -40,6 +40,9 @@ from esquadrao_common.errors import ValidationProblem
 CURSOR_VERSION = 1
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+#: Cursors are at most this long (about 3 KB of key): longer input is refused unparsed,
+#: so a client cannot make the API parse arbitrarily large or deeply nested JSON.
+MAX_CURSOR_LENGTH = 4096
 #: The field a bad cursor is reported on (it comes from the ``cursor`` query parameter).
 CURSOR_FIELD = "query.cursor"
 
@@ -91,15 +94,21 @@ def _decode_value(raw: Any) -> CursorValue:
 
 
 def encode_cursor(values: Sequence[CursorValue]) -> str:
-    """The opaque cursor for a position given by its sort key ``values``."""
+    """The opaque cursor for a position given by its sort key ``values``; ``ValueError``
+    if it would exceed :data:`MAX_CURSOR_LENGTH` (a sort key should be short)."""
     payload = {"v": CURSOR_VERSION, "k": [_encode_value(value) for value in values]}
-    text = json.dumps(payload, separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode("ascii")
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    cursor = base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode("ascii")
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise ValueError(f"a cursor of {len(cursor)} characters is too long")
+    return cursor
 
 
 def decode_cursor(cursor: str) -> tuple[CursorValue, ...]:
     """The sort key values in ``cursor``; :class:`ValidationProblem` (422, field
     ``query.cursor``) for anything :func:`encode_cursor` did not produce."""
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise _bad_cursor("cursor is not one this API issued")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))

@@ -222,8 +222,8 @@ class OutboxRelay:
             async with self.database.engine.begin() as connection:
                 result = await connection.execute(
                     text(
-                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox "
-                        "WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => :age) "
+                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE "
+                        "sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => :age) "
                         "LIMIT :batch)"
                     ),
                     {"age": self.retention.total_seconds(), "batch": batch},
@@ -248,7 +248,9 @@ class OutboxRelay:
             attempt = 0
             self._listener = connection
             terminated = asyncio.Event()
-            connection.add_termination_listener(lambda _connection: terminated.set())
+            connection.add_termination_listener(
+                lambda _connection, dropped=terminated: dropped.set()
+            )
             try:
                 await connection.add_listener(NOTIFY_CHANNEL, self._notified)
                 self._wake.set()  # rows committed while no one listened

@@ -53,11 +53,12 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 async def add_messages(engine: AsyncEngine, company: str, times: list[dt.datetime]) -> list[Key]:
     """Insert one message per timestamp in one transaction; their keys."""
-    rows = [{"id": uuid.uuid4(), "company_id": company, "created_at": at} for at in times]
-    if rows:
+    keys = [(at, uuid.uuid4()) for at in times]
+    if keys:
+        rows = [{"id": id, "company_id": company, "created_at": at} for at, id in keys]
         async with engine.begin() as connection:
             await connection.execute(insert(Message), rows)
-    return [(row["created_at"], row["id"]) for row in rows]
+    return keys
 
 
 def acme_messages() -> Select[Any]:

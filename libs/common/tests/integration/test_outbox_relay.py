@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 from esquadrao.contacts.v1.contacts_pb2 import Contact, ContactCreated, ContactEvent
-from sqlalchemy import func, select, text
-
 from esquadrao_common.db import Database, SqlAlchemyUnitOfWork
 from esquadrao_common.events import new_envelope
 from esquadrao_common.kafka.producer import KafkaPublisher
@@ -21,6 +19,7 @@ from esquadrao_common.migrations import downgrade, upgrade
 from esquadrao_common.platform_tables import outbox_table
 from esquadrao_common.relay import OutboxRelay
 from esquadrao_common.testing import FakePublisher
+from sqlalchemy import func, select, text
 
 pytestmark = pytest.mark.integration
 
@@ -204,8 +203,10 @@ async def test_backlog_is_measured_and_old_sent_rows_are_cleaned(database: Datab
     assert (await relay.measure_backlog())[0] == 0
     async with database.engine.begin() as connection:
         await connection.execute(
-            text("UPDATE outbox SET sent_at = now() - interval '2 hours' WHERE id IN "
-                 "(SELECT id FROM outbox ORDER BY id LIMIT 2)")
+            text(
+                "UPDATE outbox SET sent_at = now() - interval '2 hours' WHERE id IN "
+                "(SELECT id FROM outbox ORDER BY id LIMIT 2)"
+            )
         )
     assert await relay.cleanup() == 2
     async with database.sessionmaker() as session:

@@ -68,8 +68,8 @@ def token(role: Role = Role.AGENT, **overrides: Any) -> str:
 
 def hand_made(claims: dict[str, Any]) -> str:
     now = int(time.time())
-    base = {"sub": "ana", "company_id": "acme", "role": "agent", "iss": "esquadrao"}
-    base |= {"aud": "esquadrao", "iat": now, "exp": now + 600}
+    base: dict[str, Any] = {"sub": "ana", "company_id": "acme", "role": "agent"}
+    base |= {"iss": "esquadrao", "aud": "esquadrao", "iat": now, "exp": now + 600}
     return jwt.encode({k: v for k, v in (base | claims).items() if v is not None}, SECRET)
 
 

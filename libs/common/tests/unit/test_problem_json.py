@@ -216,3 +216,23 @@ def test_problem_responses_document_problem_json_in_openapi() -> None:
         assert (
             "errors" in responses[status]["content"][PROBLEM_CONTENT_TYPE]["schema"]["properties"]
         )
+
+
+def test_a_custom_problem_defaults_its_title_to_the_reason_phrase() -> None:
+    class QuotaExhausted(ProblemError):
+        default_status = 402
+        slug = "quota-exhausted"
+
+    assert ProblemError("try later", status=503).to_problem("/x") == {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "try later",
+        "instance": "/x",
+    }
+    assert QuotaExhausted(plan="free").to_problem() == {
+        "type": "https://esquadrao.dev/problems/quota-exhausted",
+        "title": "Payment Required",
+        "status": 402,
+        "plan": "free",
+    }

@@ -1,1 +1,1 @@
-"""Esquadrão contacts service (not built yet: see its issue)."""
+"""Esquadrão contacts service: the people a company talks to, their lists and consent."""

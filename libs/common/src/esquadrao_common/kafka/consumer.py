@@ -287,11 +287,12 @@ class ConsumerRuntime(Generic[UoWT]):
         )
         consumer.subscribe(topics=list(self.topics), listener=_RebalanceListener(self))
         self._consumer = consumer
-        await consumer.start()
-        log.info(
-            "consumer started",
-            extra={"consumer_group": self.group.name, "topics": list(self.topics)},
-        )
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        log.info("consumer group %s started on %s", self.group.name, ", ".join(self.topics))
         self._task = asyncio.create_task(
             self._consume(consumer), name=f"consumer {self.group.name}"
         )
@@ -341,10 +342,7 @@ class ConsumerRuntime(Generic[UoWT]):
                         max_records=self._max_batch,
                     )
                 except KafkaError as error:
-                    log.warning(
-                        "consumer poll failed",
-                        extra={"consumer_group": self.group.name, "error": repr(error)},
-                    )
+                    log.warning("consumer group %s: poll failed: %r", self.group.name, error)
                     self._stalled = True
                     batch = {}
                 if batch:
@@ -355,12 +353,12 @@ class ConsumerRuntime(Generic[UoWT]):
             async with self._batch_lock:
                 await self._commit(consumer)
         except Exception:
-            log.exception("consumer failed", extra={"consumer_group": self.group.name})
+            log.exception("consumer group %s failed", self.group.name)
             raise
         finally:
             self._clear_lag(consumer.assignment())
             await consumer.stop()
-            log.info("consumer stopped", extra={"consumer_group": self.group.name})
+            log.info("consumer group %s stopped", self.group.name)
 
     async def _process_batch(
         self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, Sequence[Any]]
@@ -394,9 +392,13 @@ class ConsumerRuntime(Generic[UoWT]):
                 outcome = await self._process_record(record, headers, attempt)
             except InfrastructureError as error:
                 log.warning(
-                    "record will be redelivered: %s",
+                    "consumer group %s: %s/%d@%d will be redelivered: %s: %r",
+                    self.group.name,
+                    record.topic,
+                    record.partition,
+                    record.offset,
                     error,
-                    extra=self._record_fields(record, cause=repr(error.__cause__)),
+                    error.__cause__,
                 )
                 consumer.seek(tp, record.offset)
                 self._stalled = True
@@ -420,7 +422,7 @@ class ConsumerRuntime(Generic[UoWT]):
                 consumer_group=self.group.name,
             ) as span:
                 mark_error(span, error)
-                route = route_failure(self.group, attempt, now_ms=self._now_ms(), )
+                route = route_failure(self.group, attempt, now_ms=self._now_ms(), retriable=False)
                 await self._route(record, headers, route, error)
             return Outcome.DEAD_LETTERED
         origin = origin_of(record.topic, record.partition, record.offset, headers)
@@ -518,14 +520,15 @@ class ConsumerRuntime(Generic[UoWT]):
         except Exception as publish_error:
             raise InfrastructureError(f"could not publish to {route.topic}") from publish_error
         log.warning(
-            "record dead-lettered" if route.dead_letter else "record sent to retry",
-            extra=self._record_fields(
-                record,
-                destination=route.topic,
-                attempt=route.attempt,
-                error_type=type(error).__name__,
-                error=str(error),
-            ),
+            "consumer group %s: %s/%d@%d %s %s (attempt %d): %r",
+            self.group.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            "dead-lettered to" if route.dead_letter else "sent to retry topic",
+            route.topic,
+            route.attempt,
+            error,
         )
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
@@ -544,13 +547,13 @@ class ConsumerRuntime(Generic[UoWT]):
             await consumer.commit(offsets)
         except CommitFailedError as error:
             log.warning(
-                "offsets not committed: the group rebalanced",
-                extra={"consumer_group": self.group.name, "error": repr(error)},
+                "consumer group %s: offsets not committed, the group rebalanced: %r",
+                self.group.name,
+                error,
             )
         except KafkaError as error:
             log.warning(
-                "offsets not committed, will retry",
-                extra={"consumer_group": self.group.name, "error": repr(error)},
+                "consumer group %s: offsets not committed, will retry: %r", self.group.name, error
             )
             return
         for tp, offset in offsets.items():
@@ -567,16 +570,10 @@ class ConsumerRuntime(Generic[UoWT]):
                 self._uncommitted.pop(tp, None)
             self._clear_lag(revoked)
         if revoked:
-            log.info(
-                "partitions revoked",
-                extra={"consumer_group": self.group.name, "partitions": _names(revoked)},
-            )
+            log.info("consumer group %s: revoked %s", self.group.name, _names(revoked))
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info(
-            "partitions assigned",
-            extra={"consumer_group": self.group.name, "partitions": _names(assigned)},
-        )
+        log.info("consumer group %s: assigned %s", self.group.name, _names(assigned))
 
     def _resume_due(self, consumer: AIOKafkaConsumer) -> None:
         due = self._pauses.pop_due(self._now_ms())
@@ -593,9 +590,11 @@ class ConsumerRuntime(Generic[UoWT]):
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
     def _update_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
-        highwater = consumer.highwater(tp)
         position = self._uncommitted.get(tp)
-        if highwater is None or position is None:
+        if position is None or tp not in consumer.assignment():
+            return
+        highwater = consumer.highwater(tp)
+        if highwater is None:
             return
         LAG.labels(self.group.name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
@@ -607,15 +606,6 @@ class ConsumerRuntime(Generic[UoWT]):
     def _now_ms(self) -> int:
         return math.floor(self._clock() * 1000)
 
-    def _record_fields(self, record: Any, **fields: Any) -> dict[str, Any]:
-        return {
-            "consumer_group": self.group.name,
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            **fields,
-        }
 
-
-def _names(partitions: Iterable[TopicPartition]) -> list[str]:
-    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
+def _names(partitions: Iterable[TopicPartition]) -> str:
+    return ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in partitions))

@@ -164,7 +164,7 @@ def _normalize_reading(raw: str, text: str, region: str) -> str:
             and len(str(number.national_number)) in _BRAZIL_SUBSCRIBER_LENGTHS
         ):
             raise InvalidPhoneNumber(raw, "has no area code (DDD)")
-        country = phonenumbers.region_code_for_country_code(number.country_code)
+        country = phonenumbers.region_code_for_number(number) or "its country"
         raise InvalidPhoneNumber(raw, f"is not a valid number in {country}")
     if phonenumbers.number_type(number) in _SERVICE_NUMBER_TYPES:
         raise InvalidPhoneNumber(

@@ -6,7 +6,6 @@ Revises:
 
 import sqlalchemy as sa
 from alembic import op
-
 from esquadrao_common.migrations import create_platform_tables, drop_platform_tables
 
 revision = "0001"

@@ -1,0 +1,5 @@
+"""``python -m contacts api|worker|migrate|all``."""
+
+from contacts.bootstrap import program
+
+program.cli()()

@@ -1,0 +1,6 @@
+"""Alembic environment of the contacts service (see esquadrao_common.migrations)."""
+
+from contacts.adapters.orm import metadata
+from esquadrao_common.migrations import run_env
+
+run_env(metadata)
