@@ -7,7 +7,10 @@
 - consume → produce → commit: the loop of a stateless Kafka worker, messages/s;
 - outbox relay: rows/s from committed outbox rows to acknowledged records and back to
   ``sent_at``, the ceiling of every service's event publishing;
-- outbox write: events/s staged through units of work (100 events per transaction).
+- outbox write: events/s staged through units of work (100 events per transaction);
+- consumer runtime: records/s through ``ConsumerRuntime`` (envelope decode, inbox claim,
+  handler, database commit per record, offset commit per batch): the ceiling of one
+  consumer process of any service.
 
 Figures depend on the machine; docs/benchmarks.md records them with the machine they
 came from. Nothing here passes or fails: it only measures.
@@ -34,7 +37,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from esquadrao.contacts.v1.contacts_pb2 import Contact, ContactCreated, ContactEvent
 from esquadrao_common.db import Database, SqlAlchemyUnitOfWork
 from esquadrao_common.events import new_envelope
+from esquadrao_common.kafka.catalog import ConsumerGroupSpec
+from esquadrao_common.kafka.consumer import ConsumerRuntime, IncomingRecord
 from esquadrao_common.kafka.producer import KafkaPublisher
+from esquadrao_common.messaging import OutgoingRecord
 from esquadrao_common.platform_tables import platform_metadata
 from esquadrao_common.relay import OutboxRelay
 from esquadrao_devstack.stack import LocalStack, StackConfig, libpq_url
@@ -191,12 +197,70 @@ async def bench_outbox(bootstrap: str, server_url: str, rows: int) -> list[Figur
         await _drop_database(server_url, url)
 
 
+async def bench_consumer_runtime(bootstrap: str, server_url: str, records: int) -> Figure:
+    url = await _fresh_database(server_url)
+    database = Database(url, pool_size=4)
+    try:
+        async with database.engine.begin() as connection:
+            await connection.run_sync(platform_metadata.create_all)
+        (source,) = await _topics(bootstrap, 6, 1)
+        group = ConsumerGroupSpec(f"bench-{uuid.uuid4().hex[:8]}", (source,), (1000,))
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            chain = (*group.retry_topics, group.dlq_topic)
+            await admin.create_topics([NewTopic(topic, 6, 1) for topic in chain])
+        finally:
+            await admin.close()
+        handled = 0
+        done = asyncio.Event()
+        first_at = 0.0
+
+        async def handle(_record: IncomingRecord, _uow: SqlAlchemyUnitOfWork) -> None:
+            nonlocal handled, first_at
+            if handled == 0:
+                first_at = time.perf_counter()  # group join time is not throughput
+            handled += 1
+            if handled == records:
+                done.set()
+
+        async with KafkaPublisher(bootstrap) as publisher:
+            for first in range(0, records, 1000):
+                events = [_event(n) for n in range(first, min(records, first + 1000))]
+                await publisher.publish(
+                    [
+                        OutgoingRecord(source, e.envelope.event_id.encode(), e.SerializeToString())
+                        for e in events
+                    ]
+                )
+            runtime: ConsumerRuntime[SqlAlchemyUnitOfWork] = ConsumerRuntime(
+                bootstrap=bootstrap,
+                group=group,
+                handler=handle,
+                uow_factory=lambda: SqlAlchemyUnitOfWork(database),
+                publisher=publisher,
+                max_batch=500,
+                session_timeout_ms=6000,
+                heartbeat_interval_ms=1000,
+            )
+            async with runtime:
+                await done.wait()
+                elapsed = time.perf_counter() - first_at
+        return Figure("consumer runtime (claim + handle + commit)", records, elapsed, "records/s")
+    finally:
+        await database.dispose()
+        await _drop_database(server_url, url)
+
+
 async def _run(args: argparse.Namespace, run_dir: Path) -> list[Figure]:
     stack = LocalStack(run_dir, StackConfig.from_env(), create_databases=False, durable=False)
     steps: list[Callable[[], Coroutine[Any, Any, Figure | list[Figure]]]] = [
         lambda: bench_produce(stack.kafka_bootstrap, args.messages, args.size),
         lambda: bench_consume_produce_commit(stack.kafka_bootstrap, args.messages, args.size),
         lambda: bench_outbox(stack.kafka_bootstrap, stack.postgres_url, args.outbox_rows),
+        lambda: bench_consumer_runtime(
+            stack.kafka_bootstrap, stack.postgres_url, args.consumer_records
+        ),
     ]
     figures: list[Figure] = []
     async with stack:
@@ -211,6 +275,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000, help="records per Kafka test")
     parser.add_argument("--size", type=int, default=256, help="record value size in bytes")
     parser.add_argument("--outbox-rows", type=int, default=20_000, help="outbox rows to relay")
+    parser.add_argument(
+        "--consumer-records", type=int, default=10_000, help="records through the runtime"
+    )
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="esquadrao-bench-"))
     run_dir.chmod(0o755)  # the embedded Postgres may run as an unprivileged account
