@@ -26,19 +26,31 @@ from esquadrao.common.v1 import envelope_pb2 as esquadrao_dot_common_dot_v1_dot_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$esquadrao/whatsapp/v1/whatsapp.proto\x12\x15\x65squadrao.whatsapp.v1\x1a\"esquadrao/common/v1/envelope.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n\x08MediaRef\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\"\xba\x02\n\x0fMessageReceived\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x02 \x01(\t\x12\x17\n\x0f\x66rom_phone_e164\x18\x03 \x01(\t\x12\x15\n\rto_phone_e164\x18\x04 \x01(\t\x12\x30\n\x04kind\x18\x05 \x01(\x0e\x32\".esquadrao.whatsapp.v1.MessageKind\x12\x0c\n\x04text\x18\x06 \x01(\t\x12+\n\x07sent_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cprofile_name\x18\x08 \x01(\t\x12.\n\x05media\x18\t \x01(\x0b\x32\x1f.esquadrao.whatsapp.v1.MediaRef\x12\x13\n\x0bin_reply_to\x18\n \x01(\t\"\x8f\x01\n\rWhatsappEvent\x12/\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1d.esquadrao.common.v1.Envelope\x12\x42\n\x10message_received\x18\n \x01(\x0b\x32&.esquadrao.whatsapp.v1.MessageReceivedH\x00\x42\t\n\x07payload*\x99\x02\n\x0bMessageKind\x12\x1c\n\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_KIND_TEXT\x10\x01\x12\x16\n\x12MESSAGE_KIND_IMAGE\x10\x02\x12\x16\n\x12MESSAGE_KIND_AUDIO\x10\x03\x12\x16\n\x12MESSAGE_KIND_VIDEO\x10\x04\x12\x19\n\x15MESSAGE_KIND_DOCUMENT\x10\x05\x12\x18\n\x14MESSAGE_KIND_STICKER\x10\x06\x12\x19\n\x15MESSAGE_KIND_LOCATION\x10\x07\x12\x19\n\x15MESSAGE_KIND_CONTACTS\x10\x08\x12\"\n\x1eMESSAGE_KIND_INTERACTIVE_REPLY\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$esquadrao/whatsapp/v1/whatsapp.proto\x12\x15\x65squadrao.whatsapp.v1\x1a\"esquadrao/common/v1/envelope.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n\x08MediaRef\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\"\xba\x02\n\x0fMessageReceived\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x02 \x01(\t\x12\x17\n\x0f\x66rom_phone_e164\x18\x03 \x01(\t\x12\x15\n\rto_phone_e164\x18\x04 \x01(\t\x12\x30\n\x04kind\x18\x05 \x01(\x0e\x32\".esquadrao.whatsapp.v1.MessageKind\x12\x0c\n\x04text\x18\x06 \x01(\t\x12+\n\x07sent_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cprofile_name\x18\x08 \x01(\t\x12.\n\x05media\x18\t \x01(\x0b\x32\x1f.esquadrao.whatsapp.v1.MediaRef\x12\x13\n\x0bin_reply_to\x18\n \x01(\t\"3\n\x06Origin\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\"<\n\rProviderError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xfb\x02\n\x14MessageStatusChanged\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x03 \x01(\t\x12\x15\n\rto_phone_e164\x18\x04 \x01(\t\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32$.esquadrao.whatsapp.v1.MessageStatus\x12=\n\x0fprevious_status\x18\x06 \x01(\x0e\x32$.esquadrao.whatsapp.v1.MessageStatus\x12\x33\n\x05\x65rror\x18\x07 \x01(\x0b\x32$.esquadrao.whatsapp.v1.ProviderError\x12.\n\nchanged_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06origin\x18\t \x01(\x0b\x32\x1d.esquadrao.whatsapp.v1.Origin\"\xee\x01\n\x13SessionStateChanged\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.esquadrao.whatsapp.v1.SessionState\x12;\n\x0eprevious_state\x18\x03 \x01(\x0e\x32#.esquadrao.whatsapp.v1.SessionState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nchanged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nphone_e164\x18\x06 \x01(\t\"\xab\x02\n\rWhatsappEvent\x12/\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1d.esquadrao.common.v1.Envelope\x12\x42\n\x10message_received\x18\n \x01(\x0b\x32&.esquadrao.whatsapp.v1.MessageReceivedH\x00\x12M\n\x16message_status_changed\x18\x0b \x01(\x0b\x32+.esquadrao.whatsapp.v1.MessageStatusChangedH\x00\x12K\n\x15session_state_changed\x18\x0c \x01(\x0b\x32*.esquadrao.whatsapp.v1.SessionStateChangedH\x00\x42\t\n\x07payload*\x99\x02\n\x0bMessageKind\x12\x1c\n\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_KIND_TEXT\x10\x01\x12\x16\n\x12MESSAGE_KIND_IMAGE\x10\x02\x12\x16\n\x12MESSAGE_KIND_AUDIO\x10\x03\x12\x16\n\x12MESSAGE_KIND_VIDEO\x10\x04\x12\x19\n\x15MESSAGE_KIND_DOCUMENT\x10\x05\x12\x18\n\x14MESSAGE_KIND_STICKER\x10\x06\x12\x19\n\x15MESSAGE_KIND_LOCATION\x10\x07\x12\x19\n\x15MESSAGE_KIND_CONTACTS\x10\x08\x12\"\n\x1eMESSAGE_KIND_INTERACTIVE_REPLY\x10\t*\xed\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15MESSAGE_STATUS_QUEUED\x10\x01\x12\x17\n\x13MESSAGE_STATUS_SENT\x10\x02\x12\x1c\n\x18MESSAGE_STATUS_DELIVERED\x10\x03\x12\x17\n\x13MESSAGE_STATUS_READ\x10\x04\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x05\x12\x1a\n\x16MESSAGE_STATUS_UNKNOWN\x10\x06\x12\x1a\n\x16MESSAGE_STATUS_EXPIRED\x10\x07*\x90\x02\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATE_STOPPED\x10\x01\x12\x1a\n\x16SESSION_STATE_STARTING\x10\x02\x12\x19\n\x15SESSION_STATE_PAIRING\x10\x03\x12\x1b\n\x17SESSION_STATE_CONNECTED\x10\x04\x12\x1e\n\x1aSESSION_STATE_DISCONNECTED\x10\x05\x12\x1e\n\x1aSESSION_STATE_RECONNECTING\x10\x06\x12\x18\n\x14SESSION_STATE_FAILED\x10\x07\x12\x18\n\x14SESSION_STATE_BANNED\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'esquadrao.whatsapp.v1.whatsapp_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGEKIND']._serialized_start=691
-  _globals['_MESSAGEKIND']._serialized_end=972
+  _globals['_MESSAGEKIND']._serialized_start=1585
+  _globals['_MESSAGEKIND']._serialized_end=1866
+  _globals['_MESSAGESTATUS']._serialized_start=1869
+  _globals['_MESSAGESTATUS']._serialized_end=2106
+  _globals['_SESSIONSTATE']._serialized_start=2109
+  _globals['_SESSIONSTATE']._serialized_end=2381
   _globals['_MEDIAREF']._serialized_start=132
   _globals['_MEDIAREF']._serialized_end=225
   _globals['_MESSAGERECEIVED']._serialized_start=228
   _globals['_MESSAGERECEIVED']._serialized_end=542
-  _globals['_WHATSAPPEVENT']._serialized_start=545
-  _globals['_WHATSAPPEVENT']._serialized_end=688
+  _globals['_ORIGIN']._serialized_start=544
+  _globals['_ORIGIN']._serialized_end=595
+  _globals['_PROVIDERERROR']._serialized_start=597
+  _globals['_PROVIDERERROR']._serialized_end=657
+  _globals['_MESSAGESTATUSCHANGED']._serialized_start=660
+  _globals['_MESSAGESTATUSCHANGED']._serialized_end=1039
+  _globals['_SESSIONSTATECHANGED']._serialized_start=1042
+  _globals['_SESSIONSTATECHANGED']._serialized_end=1280
+  _globals['_WHATSAPPEVENT']._serialized_start=1283
+  _globals['_WHATSAPPEVENT']._serialized_end=1582
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,29 @@ class MessageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESSAGE_KIND_LOCATION: _ClassVar[MessageKind]
     MESSAGE_KIND_CONTACTS: _ClassVar[MessageKind]
     MESSAGE_KIND_INTERACTIVE_REPLY: _ClassVar[MessageKind]
+
+class MessageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MESSAGE_STATUS_UNSPECIFIED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_QUEUED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_SENT: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_DELIVERED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_READ: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_FAILED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_UNKNOWN: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_EXPIRED: _ClassVar[MessageStatus]
+
+class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_STATE_UNSPECIFIED: _ClassVar[SessionState]
+    SESSION_STATE_STOPPED: _ClassVar[SessionState]
+    SESSION_STATE_STARTING: _ClassVar[SessionState]
+    SESSION_STATE_PAIRING: _ClassVar[SessionState]
+    SESSION_STATE_CONNECTED: _ClassVar[SessionState]
+    SESSION_STATE_DISCONNECTED: _ClassVar[SessionState]
+    SESSION_STATE_RECONNECTING: _ClassVar[SessionState]
+    SESSION_STATE_FAILED: _ClassVar[SessionState]
+    SESSION_STATE_BANNED: _ClassVar[SessionState]
 MESSAGE_KIND_UNSPECIFIED: MessageKind
 MESSAGE_KIND_TEXT: MessageKind
 MESSAGE_KIND_IMAGE: MessageKind
@@ -32,6 +55,23 @@ MESSAGE_KIND_STICKER: MessageKind
 MESSAGE_KIND_LOCATION: MessageKind
 MESSAGE_KIND_CONTACTS: MessageKind
 MESSAGE_KIND_INTERACTIVE_REPLY: MessageKind
+MESSAGE_STATUS_UNSPECIFIED: MessageStatus
+MESSAGE_STATUS_QUEUED: MessageStatus
+MESSAGE_STATUS_SENT: MessageStatus
+MESSAGE_STATUS_DELIVERED: MessageStatus
+MESSAGE_STATUS_READ: MessageStatus
+MESSAGE_STATUS_FAILED: MessageStatus
+MESSAGE_STATUS_UNKNOWN: MessageStatus
+MESSAGE_STATUS_EXPIRED: MessageStatus
+SESSION_STATE_UNSPECIFIED: SessionState
+SESSION_STATE_STOPPED: SessionState
+SESSION_STATE_STARTING: SessionState
+SESSION_STATE_PAIRING: SessionState
+SESSION_STATE_CONNECTED: SessionState
+SESSION_STATE_DISCONNECTED: SessionState
+SESSION_STATE_RECONNECTING: SessionState
+SESSION_STATE_FAILED: SessionState
+SESSION_STATE_BANNED: SessionState
 
 class MediaRef(_message.Message):
     __slots__ = ("ref", "mime_type", "sha256", "caption", "filename")
@@ -71,10 +111,72 @@ class MessageReceived(_message.Message):
     in_reply_to: str
     def __init__(self, session_id: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., from_phone_e164: _Optional[str] = ..., to_phone_e164: _Optional[str] = ..., kind: _Optional[_Union[MessageKind, str]] = ..., text: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., profile_name: _Optional[str] = ..., media: _Optional[_Union[MediaRef, _Mapping]] = ..., in_reply_to: _Optional[str] = ...) -> None: ...
 
+class Origin(_message.Message):
+    __slots__ = ("kind", "id", "item_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    id: str
+    item_id: str
+    def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ..., item_id: _Optional[str] = ...) -> None: ...
+
+class ProviderError(_message.Message):
+    __slots__ = ("code", "title", "detail")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    title: str
+    detail: str
+    def __init__(self, code: _Optional[str] = ..., title: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class MessageStatusChanged(_message.Message):
+    __slots__ = ("message_id", "session_id", "provider_message_id", "to_phone_e164", "status", "previous_status", "error", "changed_at", "origin")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_PHONE_E164_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    session_id: str
+    provider_message_id: str
+    to_phone_e164: str
+    status: MessageStatus
+    previous_status: MessageStatus
+    error: ProviderError
+    changed_at: _timestamp_pb2.Timestamp
+    origin: Origin
+    def __init__(self, message_id: _Optional[str] = ..., session_id: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., to_phone_e164: _Optional[str] = ..., status: _Optional[_Union[MessageStatus, str]] = ..., previous_status: _Optional[_Union[MessageStatus, str]] = ..., error: _Optional[_Union[ProviderError, _Mapping]] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ...) -> None: ...
+
+class SessionStateChanged(_message.Message):
+    __slots__ = ("session_id", "state", "previous_state", "reason", "changed_at", "phone_e164")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    PHONE_E164_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    state: SessionState
+    previous_state: SessionState
+    reason: str
+    changed_at: _timestamp_pb2.Timestamp
+    phone_e164: str
+    def __init__(self, session_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., previous_state: _Optional[_Union[SessionState, str]] = ..., reason: _Optional[str] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phone_e164: _Optional[str] = ...) -> None: ...
+
 class WhatsappEvent(_message.Message):
-    __slots__ = ("envelope", "message_received")
+    __slots__ = ("envelope", "message_received", "message_status_changed", "session_state_changed")
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_STATUS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    SESSION_STATE_CHANGED_FIELD_NUMBER: _ClassVar[int]
     envelope: _envelope_pb2.Envelope
     message_received: MessageReceived
-    def __init__(self, envelope: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., message_received: _Optional[_Union[MessageReceived, _Mapping]] = ...) -> None: ...
+    message_status_changed: MessageStatusChanged
+    session_state_changed: SessionStateChanged
+    def __init__(self, envelope: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., message_received: _Optional[_Union[MessageReceived, _Mapping]] = ..., message_status_changed: _Optional[_Union[MessageStatusChanged, _Mapping]] = ..., session_state_changed: _Optional[_Union[SessionStateChanged, _Mapping]] = ...) -> None: ...
