@@ -12,7 +12,7 @@ endif
 BUF := .tools/node_modules/.bin/buf
 RUN := $(UV) run --frozen
 
-.PHONY: help sync run test test-unit test-integration lint fmt typecheck proto proto-check migrate bench k8s-topics clean
+.PHONY: help sync run test test-unit test-integration lint fmt typecheck proto proto-check migrate bench bench-contacts-import k8s-topics clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -52,7 +52,7 @@ fmt: sync ## format and autofix
 	$(RUN) ruff check --fix .
 
 typecheck: sync ## mypy (strict) on the sources
-	$(RUN) mypy libs/common/src libs/devstack/src services/contacts/src bench
+	$(RUN) mypy libs/common/src libs/devstack/src services/contacts/src services/whatsapp/src bench
 
 proto: sync ## regenerate Python code (and .pyi stubs) from proto/
 	$(RUN) python -m esquadrao_devstack.protogen
@@ -60,8 +60,12 @@ proto: sync ## regenerate Python code (and .pyi stubs) from proto/
 migrate: sync ## run every service's migrations against the configured databases
 	$(RUN) esquadrao-stack migrate
 
-bench: sync ## platform benchmarks: raw broker limits and outbox relay throughput
+bench: sync ## all benchmarks: platform limits, then each service's
 	$(RUN) python -m bench.platform
+	$(RUN) python -m bench.contacts_import
+
+bench-contacts-import: sync ## contacts import of a 100k-row CSV: rows/s, peak memory, idempotent re-run
+	$(RUN) python -m bench.contacts_import
 
 k8s-topics: sync ## regenerate k8s KafkaTopic resources from the topic catalog
 	$(RUN) esquadrao-stack k8s-topics > k8s/base/kafka-topics.yaml

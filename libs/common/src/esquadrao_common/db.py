@@ -8,6 +8,8 @@ and "effectively once" hold.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Self
 
@@ -60,6 +62,10 @@ class SqlAlchemyUnitOfWork:
     Events staged with :meth:`stage` are written to the outbox by :meth:`commit`, in the
     same transaction as the state changes. Leaving the block without ``commit()`` rolls
     back, so a handler that raises never leaves half its effects (or events) behind.
+
+    Within the transaction, :meth:`savepoint` makes a part of the work undoable on its own:
+    the consumer runtime runs each record of a batch in one, so that a failing record
+    leaves nothing behind while the records around it commit together.
     """
 
     session: AsyncSession
@@ -72,6 +78,32 @@ class SqlAlchemyUnitOfWork:
     def stage(self, topic: str, key: str | bytes | None, event: Message) -> None:
         """Publish ``event`` (a topic wrapper message) on ``topic`` if this unit commits."""
         self._staged.append(StagedEvent(topic, key, event))
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """``async with uow.savepoint(): ...``: the block's work stands or falls alone.
+
+        Begins a nested transaction (``SAVEPOINT``) in this unit's transaction. When the
+        block ends normally, the events staged inside it are written to the outbox and the
+        savepoint is released: they commit or roll back with the enclosing transaction,
+        like the block's other changes. When the block raises (or writing its events
+        fails), the savepoint is rolled back, the events staged inside it are discarded
+        and the exception propagates, while the work done before the block, and the events
+        staged before it, stay as they were. Savepoints nest.
+        """
+        nested = await self.session.begin_nested()
+        enclosing, self._staged = self._staged, []
+        try:
+            yield
+            if self._staged:
+                await self.outbox.add_all(self.session, self._staged)
+            await nested.commit()
+        except BaseException:
+            if nested.is_active:
+                await nested.rollback()
+            raise
+        finally:
+            self._staged = enclosing
 
     async def __aenter__(self) -> Self:
         self.session = self.database.sessionmaker()

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Protocol
 
 from alembic import command, context
 from alembic.config import Config
-from alembic.operations import Operations
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -31,12 +31,19 @@ from esquadrao_common.platform_tables import platform_metadata
 VERSION_TABLE = "alembic_version"
 
 
-def create_platform_tables(op: Operations) -> None:
+class MigrationOperations(Protocol):
+    """What the platform's table helpers need of Alembic's operations: ``alembic.op`` (the
+    module a revision imports) and ``alembic.operations.Operations`` both fit."""
+
+    def get_bind(self) -> Connection: ...
+
+
+def create_platform_tables(op: MigrationOperations) -> None:
     """Create the outbox, outbox lanes and processed-events tables (first revision)."""
     platform_metadata.create_all(op.get_bind())
 
 
-def drop_platform_tables(op: Operations) -> None:
+def drop_platform_tables(op: MigrationOperations) -> None:
     """Drop the platform's tables (the first revision's downgrade)."""
     platform_metadata.drop_all(op.get_bind())
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import shlex
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -43,7 +43,7 @@ app = typer.Typer(
 #: before ``run`` gives up and stops everything.
 MAX_BROKER_RESTARTS = 3
 _WATCH_INTERVAL = 0.2
-_NO_SERVICES = "no services registered yet"
+_NO_SERVICES = "no services registered yet (or none selected by ESQUADRAO_SERVICES)"
 #: Failures of the environment (a port taken, a server down, a crash), reported in one
 #: line; anything else is a bug and keeps its traceback.
 _OPERATIONAL_ERRORS = (RuntimeError, TimeoutError, OSError, KafkaError, asyncpg.PostgresError)
@@ -97,7 +97,16 @@ class _Supervisor:
         return task.result()
 
     async def start_services(self, services: list[ServiceSpec]) -> None:
+        """Migrate each service's database (output in the service's log), then start them."""
         self.services = [RunningService(self.stack, service) for service in services]
+        await self.unless_stopped(
+            _migrate_services(
+                self.stack,
+                services,
+                self.console,
+                log_path=lambda service: self.stack.run_dir / service.name / "log",
+            )
+        )
         await self.unless_stopped(gather_all(s.start() for s in self.services))
 
     async def stop_services(self) -> None:
@@ -250,7 +259,8 @@ def run(
     postgres_port: PostgresPort = 0,
     redis_port: RedisPort = 0,
 ) -> None:
-    """Start the infrastructure, then every registered service; Ctrl-C stops it all."""
+    """Start the infrastructure, then migrate and start every registered service; Ctrl-C
+    stops it all."""
     services = registered_services()
     stack = _stack(
         repo, services, kafka_port=kafka_port, postgres_port=postgres_port, redis_port=redis_port
@@ -276,19 +286,45 @@ def infra(
     raise typer.Exit(asyncio.run(_supervise(stack, None)))
 
 
+class MigrationFailed(RuntimeError):
+    """``python -m <service> migrate`` exited with a non-zero status."""
+
+    def __init__(self, service: str, status: int, log_path: Path | None) -> None:
+        where = f"; see {log_path}" if log_path is not None else ""
+        super().__init__(f"{service} migrate failed with status {status}{where}")
+        self.status = status
+
+
+async def _migrate_services(
+    stack: LocalStack,
+    services: list[ServiceSpec],
+    console: Console,
+    *,
+    log_path: Callable[[ServiceSpec], Path | None] = lambda _service: None,
+) -> None:
+    """Run each service's migrations on its database of ``stack`` (started), one at a time;
+    MigrationFailed at the first that fails. Output goes to ``log_path(service)``, or to
+    this process's own when that is None."""
+    for service in services:
+        console.print(f"migrating {service.name} ({stack.database_url(service.name)})")
+        log = log_path(service)
+        process = service_process(stack, service, "migrate", log_path=log)
+        process.start()
+        try:
+            status = await process.wait()
+        finally:
+            await process.stop()
+        if status != 0:
+            raise MigrationFailed(service.name, status, log)
+
+
 async def _migrate(stack: LocalStack, services: list[ServiceSpec], console: Console) -> int:
     async with stack:
-        for service in services:
-            console.print(f"migrating {service.name} ({stack.database_url(service.name)})")
-            process = service_process(stack, service, "migrate", log_path=None)
-            process.start()
-            try:
-                status = await process.wait()
-            finally:
-                await process.stop()
-            if status != 0:
-                console.print(f"[red]{service.name} migrate failed with status {status}[/]")
-                return status
+        try:
+            await _migrate_services(stack, services, console)
+        except MigrationFailed as error:
+            console.print(f"[red]{error}[/]")
+            return error.status
     return 0
 
 

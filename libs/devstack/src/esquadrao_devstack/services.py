@@ -9,6 +9,8 @@ run as ``python -m <name> <command>``), its value names an object with the attri
     contacts = "contacts.config:SERVICE"
 
 Services without an entry point are not run: the stack grows as services land.
+``ESQUADRAO_SERVICES`` (comma-separated names) narrows the registered services down to the
+ones named, e.g. ``ESQUADRAO_SERVICES=contacts make run``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from esquadrao_devstack.process import ChildProcess
 from esquadrao_devstack.stack import Component, LocalStack
 
 ENTRY_POINT_GROUP = "esquadrao.services"
+#: Names of the registered services to run, comma-separated; unset or empty: all of them.
+SELECTION_VARIABLE = "ESQUADRAO_SERVICES"
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,19 @@ def load_services(points: Iterable[EntryPoint]) -> list[ServiceSpec]:
     return sorted(services, key=lambda service: service.name)
 
 
-def registered_services() -> list[ServiceSpec]:
-    """Every service installed in this environment."""
-    return load_services(entry_points(group=ENTRY_POINT_GROUP))
+def registered_services(environ: Mapping[str, str] | None = None) -> list[ServiceSpec]:
+    """The services installed in this environment, those named in ``ESQUADRAO_SERVICES``
+    (of ``environ``, default: this process's) when it is set.
+
+    Names that are not registered select nothing, so a selection can name services that
+    are not installed everywhere.
+    """
+    services = load_services(entry_points(group=ENTRY_POINT_GROUP))
+    selection = (os.environ if environ is None else environ).get(SELECTION_VARIABLE, "")
+    wanted = {name.strip() for name in selection.split(",") if name.strip()}
+    if not wanted:
+        return services
+    return [service for service in services if service.name in wanted]
 
 
 def service_environment(

@@ -28,9 +28,14 @@ SERVER_BINARIES = {"tansu", "postgres", "redis-server"}
 
 
 def _environment(**given: str) -> dict[str, str]:
-    """This environment without server URLs (so servers are embedded), plus ``given``."""
+    """This environment without server URLs (so servers are embedded), plus ``given``.
+
+    Of the registered services only the fake one runs (when a test installs it): the
+    real services of the workspace are not what these tests are about.
+    """
     env = {k: v for k, v in os.environ.items() if k not in URL_VARIABLES}
     env["COLUMNS"] = "250"  # keep rich tables on one line each
+    env["ESQUADRAO_SERVICES"] = "fakesvc"
     env.update(given)
     return env
 
@@ -262,6 +267,8 @@ async def test_run_starts_registered_services_with_their_database_and_stops_them
     )
     await supervisor.read_until("Ctrl-C stops everything")
     assert any(f"{spec.url}/docs" in line for line in supervisor.stdout_lines)
+    migrated = json.loads((reports / "migrate.json").read_text())
+    assert migrated["database"] == "esquadrao_fakesvc"  # migrated before it started
     env = json.loads((reports / "all.json").read_text())["env"]
     assert env["KAFKA_ENABLE_IDEMPOTENCE"] == "false"
     assert env["HTTP_PORT"] == str(spec.http_port)
@@ -277,6 +284,20 @@ async def test_run_starts_registered_services_with_their_database_and_stops_them
 
     assert await supervisor.exit_status() == 0, supervisor.stderr()
     assert await _all_gone(children, within=1.0) == []
+
+
+async def test_run_stops_with_an_error_when_a_migration_fails(
+    start_cli: StartCli, fake_service: tuple[ServiceSpec, Path, Path], repo: Path
+) -> None:
+    _spec, site, _reports = fake_service
+    supervisor = await start_cli(
+        "run", env=_environment(PYTHONPATH=str(site), FAKESVC_REPORTS=str(repo / "missing"))
+    )
+
+    assert await supervisor.exit_status(within=60) == 1, supervisor.stderr()
+    output = await supervisor.output()
+    assert "fakesvc migrate failed with status 1" in output
+    assert "FileNotFoundError" in (repo / ".run" / "fakesvc" / "log").read_text()
 
 
 async def test_migrate_runs_each_service_migration_on_its_database(

@@ -43,6 +43,19 @@ def test_installed_services_are_discovered_by_entry_point(
     assert spec in registered_services()
 
 
+def test_the_selection_variable_narrows_the_registered_services(
+    installed: tuple[ServiceSpec, Path],
+) -> None:
+    spec, _reports = installed
+
+    def names(selection: str) -> set[str]:
+        return {s.name for s in registered_services({"ESQUADRAO_SERVICES": selection})}
+
+    assert spec.name in names(" other , fakesvc")
+    assert spec.name in names("")
+    assert names("other") == set()
+
+
 def test_an_entry_point_must_name_a_matching_service(
     installed: tuple[ServiceSpec, Path],
 ) -> None:

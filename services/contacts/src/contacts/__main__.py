@@ -1,5 +1,8 @@
-"""``python -m contacts api|worker|migrate|all``."""
+"""``python -m contacts api|worker|migrate|all|import``."""
 
 from contacts.bootstrap import program
+from contacts.entrypoints.cli import import_cli
 
-program.cli()()
+app = program.cli()
+app.command("import", help="Import contacts from a CSV or XLSX file through the API.")(import_cli)
+app()

@@ -1,32 +1,45 @@
 """The Kafka consumer runtime: idempotent handling, retry topics, dead letters, safe commits.
 
 One :class:`ConsumerRuntime` runs one consumer group (a :class:`ConsumerGroupSpec` of the
-catalog) in one process. For each record, in partition order, it:
+catalog) in one process. The records a fetch brings for one partition are processed in one
+database transaction, in partition order, each record in a savepoint of it. For each record
+the runtime:
 
 1. reads the envelope; a record that cannot be decoded goes straight to the group's
    dead-letter topic;
-2. opens a unit of work, claims the record's ``event_id`` for the group in the inbox and,
-   the first time only, calls the handler and commits: effects and the claim commit
-   together, so a redelivered record is skipped and never applied twice;
-3. when the handler raises, rolls back and republishes the record to the group's next
-   retry topic (``<group>.retry.<n>``, due after the catalog's delay) or, when retries are
-   exhausted, to its dead-letter topic, with the error in headers
+2. in the record's savepoint, claims its ``event_id`` for the group in the inbox and, the
+   first time only, calls the handler: effects and the claim commit together, so a
+   redelivered record is skipped and never applied twice;
+3. when the handler raises, rolls the savepoint back (the record's effects and the events
+   it staged, nothing else) and republishes the record to the group's next retry topic
+   (``<group>.retry.<n>``, due after the catalog's delay) or, when retries are exhausted,
+   to its dead-letter topic, with the error in headers
    (:mod:`esquadrao_common.kafka.dead_letters`). The partition moves on: one bad record
    never blocks the records behind it.
 
-Offsets are committed per partition after each batch, and only up to records whose
-database transaction committed or whose retry or dead-letter record the broker
-acknowledged. A crash therefore redelivers a suffix of work already done, which the inbox
-turns into skips: delivery is at least once, effects are exactly once.
+The transaction commits once, after the partition batch's last record: committing once per
+record, not the work, was what bounded a consumer's throughput. Offsets are committed per
+partition after each fetch, and only up to records whose batch transaction committed. A
+crash therefore redelivers a suffix of work already done, which the inbox turns into skips:
+delivery is at least once, effects are exactly once.
+
+A failed record is republished before its batch commits. When that commit then fails, the
+whole batch is delivered again, the failed record too: it fails (or succeeds) once more,
+and whichever of its copies comes second is skipped by the inbox. The retry chain can thus
+carry an event twice; its effects still apply once. When the database rejects the commit
+for the records' own reason (a constraint checked at commit), no single record can be
+blamed: the batch's records are processed again, one transaction each, so that the commit
+that fails is one record's, which goes down the retry chain.
 
 A record read from a retry topic before its ``retry-not-before`` time is not waited for in
 the poll loop: its partition is paused, rewound to that record and resumed when it is due,
 while every other partition keeps flowing.
 
 When the database or the broker fails (as opposed to the handler rejecting a record), the
-record is not the culprit: nothing is committed past it, its partition is rewound to it so
-it is delivered again, and the runtime backs off before polling again instead of spinning
-or routing healthy records to the dead-letter topic.
+record is not the culprit: the records before it are committed if the transaction still
+can be, nothing is committed past it, its partition is rewound to the first record not
+committed so that it is delivered again, and the runtime backs off before polling again
+instead of spinning or routing healthy records to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -98,6 +111,11 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     RETRIED = "retried"
     DEAD_LETTERED = "dead_lettered"
+
+
+#: Outcomes final once the broker acknowledged the record's retry or dead-letter copy,
+#: whatever becomes of the transaction it was processed in.
+ROUTED = frozenset({Outcome.RETRIED, Outcome.DEAD_LETTERED})
 
 
 @dataclass(frozen=True)
@@ -376,38 +394,145 @@ class ConsumerRuntime(Generic[UoWT]):
     async def _process_partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[Any]
     ) -> None:
+        """Process ``records`` of ``tp`` in one transaction; one by one if it is rejected."""
         attempt = attempt_of(self.group, tp.topic)
-        for record in records:
+        rejected = await self._process_together(consumer, tp, records, attempt)
+        for record, outcome in rejected:
             if self._stopping.is_set():
                 return
-            headers: Headers = list(record.headers)
-            if attempt > 0:
-                due_ms = retry_due_ms(headers)
-                if due_ms is not None and due_ms > self._now_ms():
-                    consumer.pause(tp)
-                    consumer.seek(tp, record.offset)
-                    self._pauses.pause(tp, due_ms)
-                    return
-            try:
-                outcome = await self._process_record(record, headers, attempt)
-            except InfrastructureError as error:
-                log.warning(
-                    "consumer group %s: %s/%d@%d will be redelivered: %s: %r",
-                    self.group.name,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    error,
-                    error.__cause__,
-                )
-                consumer.seek(tp, record.offset)
-                self._stalled = True
+            if outcome in ROUTED:
+                # Its retry or dead-letter record was acknowledged: it needs no transaction.
+                self._done(tp, record, outcome)
+            elif not await self._process_alone(consumer, tp, record, attempt):
                 return
-            self._uncommitted[tp] = record.offset + 1
-            self._failures_in_a_row = 0
-            RECORDS.labels(self.group.name, tp.topic, outcome.value).inc()
 
-    async def _process_record(self, record: Any, headers: Headers, attempt: int) -> Outcome:
+    async def _process_together(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[Any], attempt: int
+    ) -> list[tuple[Any, Outcome]]:
+        """Process ``records`` of ``tp``, in order, in one transaction, each in a savepoint.
+
+        Stops early when stopping, at a retry record not yet due (the partition is paused
+        and rewound to it) and at an infrastructure failure (rewound to the failed record
+        and stalled); the records processed before are done once the transaction commits.
+        When it cannot commit for the infrastructure's reason, the partition is rewound to
+        the first record and stalled. When the database rejects the commit for the records'
+        own reason, none of them is done: returns them with their outcomes, to process
+        again one by one. Returns nothing otherwise.
+        """
+        finished: list[tuple[Any, Outcome]] = []
+        committed = False
+        try:
+            async with self._uow_factory() as uow:
+                for record in records:
+                    if self._stopping.is_set() or self._hold_until_due(
+                        consumer, tp, record, attempt
+                    ):
+                        break
+                    try:
+                        outcome = await self._process_record(uow, record, attempt)
+                    except InfrastructureError as error:
+                        self._redeliver(consumer, tp, record, str(error), error.__cause__)
+                        break
+                    finished.append((record, outcome))
+                try:
+                    await uow.commit()
+                except Exception as error:
+                    if not _record_caused_commit_error(error):
+                        raise
+                    log.warning(
+                        "consumer group %s: the commit of %d records of %s from offset %d was "
+                        "rejected, processing them one transaction each: %r",
+                        self.group.name,
+                        len(finished),
+                        _name(tp),
+                        records[0].offset,
+                        error,
+                    )
+                    return finished
+                committed = True
+        except Exception as error:
+            if not committed:
+                self._redeliver(consumer, tp, records[0], "the batch did not commit", error)
+                return []
+            log.warning(
+                "consumer group %s: %s committed, but its unit of work did not close: %r",
+                self.group.name,
+                _name(tp),
+                error,
+            )
+        for record, outcome in finished:
+            self._done(tp, record, outcome)
+        return []
+
+    async def _process_alone(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: Any, attempt: int
+    ) -> bool:
+        """Process ``record`` in a transaction of its own, committed within its span.
+
+        A commit the database rejects is then this record's failure, routed like a handler
+        error. Returns whether the partition may go on (False: rewound and stalled).
+        """
+        try:
+            async with self._uow_factory() as uow:
+                outcome = await self._process_record(uow, record, attempt, commit=True)
+        except InfrastructureError as error:
+            self._redeliver(consumer, tp, record, str(error), error.__cause__)
+            return False
+        except Exception as error:
+            self._redeliver(consumer, tp, record, "could not open or close the unit of work", error)
+            return False
+        self._done(tp, record, outcome)
+        return True
+
+    def _hold_until_due(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: Any, attempt: int
+    ) -> bool:
+        """Pause ``tp`` at ``record`` when it is a retry not yet due; whether it was."""
+        if attempt == 0:
+            return False
+        due_ms = retry_due_ms(record.headers)
+        if due_ms is None or due_ms <= self._now_ms():
+            return False
+        consumer.pause(tp)
+        consumer.seek(tp, record.offset)
+        self._pauses.pause(tp, due_ms)
+        return True
+
+    def _redeliver(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        record: Any,
+        reason: str,
+        cause: BaseException | None,
+    ) -> None:
+        """Rewind ``tp`` to ``record`` and back off: the infrastructure, not it, failed."""
+        log.warning(
+            "consumer group %s: %s/%d@%d will be redelivered: %s: %r",
+            self.group.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            cause,
+        )
+        consumer.seek(tp, record.offset)
+        self._stalled = True
+
+    def _done(self, tp: TopicPartition, record: Any, outcome: Outcome) -> None:
+        self._uncommitted[tp] = record.offset + 1
+        self._failures_in_a_row = 0
+        RECORDS.labels(self.group.name, tp.topic, outcome.value).inc()
+
+    async def _process_record(
+        self, uow: UoWT, record: Any, attempt: int, *, commit: bool = False
+    ) -> Outcome:
+        """Process ``record`` in ``uow``'s transaction, inside its ``process`` span.
+
+        With ``commit``, ``uow`` is the record's alone and is committed in the span too.
+        Raises InfrastructureError when the database or the broker failed.
+        """
+        headers: Headers = list(record.headers)
         parent = context_from(headers)
         try:
             envelope = read_envelope(record.value)
@@ -422,8 +547,9 @@ class ConsumerRuntime(Generic[UoWT]):
                 consumer_group=self.group.name,
             ) as span:
                 mark_error(span, error)
-                route = route_failure(self.group, attempt, now_ms=self._now_ms(), retriable=False)
-                await self._route(record, headers, route, error)
+                now_ms = self._now_ms()
+                route = route_failure(self.group, attempt, now_ms=now_ms, retriable=False)
+                await self._route(record, headers, route, error, now_ms)
             return Outcome.DEAD_LETTERED
         origin = origin_of(record.topic, record.partition, record.offset, headers)
         incoming = IncomingRecord(
@@ -449,20 +575,24 @@ class ConsumerRuntime(Generic[UoWT]):
             consumer_group=self.group.name,
         ) as span:
             span.set_attribute("esquadrao.consumer.attempt", attempt)
-            result = await self._apply(incoming)
+            result = await self._apply(uow, incoming, commit=commit)
             if isinstance(result, Outcome):
                 return result
             return await self._fail(span, record, headers, attempt, result)
 
-    async def _apply(self, record: IncomingRecord) -> Outcome | Exception:
-        """Claim and handle ``record`` in one transaction.
+    async def _apply(
+        self, uow: UoWT, record: IncomingRecord, *, commit: bool
+    ) -> Outcome | Exception:
+        """Claim and handle ``record`` in a savepoint of ``uow``'s transaction.
 
-        Returns HANDLED once committed, DUPLICATE when the group handled the event before,
-        or the error that makes the record fail (the transaction rolled back). Raises
+        Returns HANDLED once the savepoint is released (and, with ``commit``, the
+        transaction committed), DUPLICATE when the group handled the event before, or the
+        error that makes the record fail, its savepoint rolled back. Raises
         InfrastructureError when the database, not the record, failed.
         """
+        handled = False
         try:
-            async with self._uow_factory() as uow:
+            async with uow.savepoint():
                 try:
                     claimed = await claim(uow.session, self.group.name, record.event_id)
                 except Exception as error:
@@ -472,36 +602,43 @@ class ConsumerRuntime(Generic[UoWT]):
                 started = time.perf_counter()
                 try:
                     await self._handler(record, uow)
-                except Exception as error:
-                    if _connection_lost(error):
-                        raise InfrastructureError("database connection lost") from error
-                    return error
                 finally:
                     HANDLER_DURATION.labels(self.group.name).observe(time.perf_counter() - started)
-                try:
-                    await uow.commit()
-                except Exception as error:
-                    if _record_caused_commit_error(error):
-                        return error
-                    raise InfrastructureError("could not commit the transaction") from error
-                return Outcome.HANDLED
+                handled = True
+            if commit:
+                await uow.commit()
         except InfrastructureError:
             raise
         except Exception as error:
-            raise InfrastructureError("could not open or close the unit of work") from error
+            if _connection_lost(error):
+                raise InfrastructureError("database connection lost") from error
+            if handled and not _record_caused_commit_error(error):
+                raise InfrastructureError("could not write the record's effects") from error
+            return error
+        return Outcome.HANDLED
 
     async def _fail(
         self, span: Span, record: Any, headers: Headers, attempt: int, error: Exception
     ) -> Outcome:
         mark_error(span, error)
-        route = route_failure(self.group, attempt, now_ms=self._now_ms())
-        await self._route(record, headers, route, error)
+        now_ms = self._now_ms()
+        route = route_failure(self.group, attempt, now_ms=now_ms)
+        await self._route(record, headers, route, error, now_ms)
         return Outcome.DEAD_LETTERED if route.dead_letter else Outcome.RETRIED
 
     async def _route(
-        self, record: Any, headers: Headers, route: FailureRoute, error: BaseException
+        self,
+        record: Any,
+        headers: Headers,
+        route: FailureRoute,
+        error: BaseException,
+        failed_at_ms: int,
     ) -> None:
-        """Publish the failed record to ``route``; InfrastructureError if not acknowledged."""
+        """Publish the failed record to ``route``; InfrastructureError if not acknowledged.
+
+        ``failed_at_ms`` is the time ``route`` was decided at, so that a retry's due time
+        is exactly its ``failed-at`` plus the delay.
+        """
         # Inside the process span the retry continues the trace as its child; with no
         # span to point at, the record's own trace context is kept as it was.
         trace_headers = with_trace_headers(headers) if current_trace_headers() else headers
@@ -513,7 +650,7 @@ class ConsumerRuntime(Generic[UoWT]):
             headers=trace_headers,
             origin=origin_of(record.topic, record.partition, record.offset, headers),
             error=error,
-            now_ms=self._now_ms(),
+            now_ms=failed_at_ms,
         )
         try:
             await self._publisher.publish([outgoing])
@@ -607,5 +744,9 @@ class ConsumerRuntime(Generic[UoWT]):
         return math.floor(self._clock() * 1000)
 
 
+def _name(tp: TopicPartition) -> str:
+    return f"{tp.topic}/{tp.partition}"
+
+
 def _names(partitions: Iterable[TopicPartition]) -> str:
-    return ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in partitions))
+    return ", ".join(sorted(_name(tp) for tp in partitions))

@@ -1,0 +1,1 @@
+"""The Esquadrão WhatsApp simulator."""

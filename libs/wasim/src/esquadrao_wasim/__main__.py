@@ -1,0 +1,3 @@
+from esquadrao_wasim.cli import app
+
+app()

@@ -1,0 +1,1 @@
+"""The contacts REST API: routers, request and response models, error translation."""

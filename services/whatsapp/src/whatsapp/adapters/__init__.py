@@ -1,0 +1,1 @@
+"""Clients of what lies outside the service: WhatsApp providers and their webhooks."""

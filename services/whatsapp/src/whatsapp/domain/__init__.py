@@ -1,0 +1,1 @@
+"""Pure model of the whatsapp service: values and rules, no I/O."""
