@@ -12,7 +12,7 @@ endif
 BUF := .tools/node_modules/.bin/buf
 RUN := $(UV) run --frozen
 
-.PHONY: help sync run test test-unit test-integration lint fmt typecheck proto proto-check migrate bench bench-contacts-import k8s-topics clean
+.PHONY: help sync run test test-unit test-integration lint fmt typecheck proto proto-check migrate bench bench-contacts bench-contacts-import k8s-topics clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -62,7 +62,11 @@ migrate: sync ## run every service's migrations against the configured databases
 
 bench: sync ## all benchmarks: platform limits, then each service's
 	$(RUN) python -m bench.platform
+	$(RUN) python -m bench.contacts_api
 	$(RUN) python -m bench.contacts_import
+
+bench-contacts: sync ## contacts API GET/list latency at fixed rates (open-loop load)
+	$(RUN) python -m bench.contacts_api
 
 bench-contacts-import: sync ## contacts import of a 100k-row CSV: rows/s, peak memory, idempotent re-run
 	$(RUN) python -m bench.contacts_import

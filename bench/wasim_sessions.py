@@ -179,15 +179,21 @@ async def main(args: argparse.Namespace) -> None:
     console = Console()
     try:
         async with SimulatorProcess(data_dir, knobs=KNOBS) as simulator:
-            figures = await bench_idle_sessions(simulator, args.sessions)
-            figures.append(await bench_http_sends(simulator, args.sends, args.concurrency))
-            figures.append(
-                await bench_session_sends(simulator, args.sends, args.send_sessions)
-            )
-            async with SimulatorControl(simulator.url) as control:
-                stats = await control.stats()
+            try:
+                figures = await bench_idle_sessions(simulator, args.sessions)
+                figures.append(await bench_http_sends(simulator, args.sends, args.concurrency))
+                figures.append(
+                    await bench_session_sends(simulator, args.sends, args.send_sessions)
+                )
+                async with SimulatorControl(simulator.url) as control:
+                    stats = await control.stats()
+            except BaseException:
+                console.print(f"[red]the simulator's log ends with:[/]\n{simulator.log_tail()}")
+                raise
             figures.append(Figure("accepted by the witness", stats["accepted_total"], "messages"))
-            figures.append(Figure("duplicates seen by the witness", stats["duplicate_acceptances"], "messages"))
+            figures.append(
+                Figure("duplicates seen by the witness", stats["duplicate_acceptances"], "messages")
+            )
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     table = Table(title="WhatsApp simulator", title_justify="left")

@@ -245,8 +245,9 @@ def install_api_limits(app: FastAPI, limits: ApiLimits) -> None:
     app.state.api_limits = limits
 
 
-def api_limits_of(request: Request) -> ApiLimits:
-    """The :class:`ApiLimits` of the app serving ``request`` (FastAPI dependency)."""
+async def api_limits_of(request: Request) -> ApiLimits:
+    """The :class:`ApiLimits` of the app serving ``request`` (FastAPI dependency; async so
+    that FastAPI runs it on the event loop, not through a worker thread per request)."""
     limits = getattr(request.app.state, "api_limits", None)
     if not isinstance(limits, ApiLimits):
         raise RuntimeError("install_api_limits(app, limits) was not called for this app")

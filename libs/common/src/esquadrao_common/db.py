@@ -86,24 +86,22 @@ class SqlAlchemyUnitOfWork:
         Begins a nested transaction (``SAVEPOINT``) in this unit's transaction. When the
         block ends normally, the events staged inside it are written to the outbox and the
         savepoint is released: they commit or roll back with the enclosing transaction,
-        like the block's other changes. When the block raises (or writing its events
-        fails), the savepoint is rolled back, the events staged inside it are discarded
-        and the exception propagates, while the work done before the block, and the events
-        staged before it, stay as they were. Savepoints nest.
+        like the block's other changes. When the block raises (or writing its events, or
+        flushing its ORM changes, fails), the savepoint is rolled back, the events staged
+        inside it are discarded and the exception propagates, while the work done before
+        the block, and the events staged before it, stay as they were. Savepoints nest.
         """
-        nested = await self.session.begin_nested()
-        enclosing, self._staged = self._staged, []
-        try:
-            yield
-            if self._staged:
-                await self.outbox.add_all(self.session, self._staged)
-            await nested.commit()
-        except BaseException:
-            if nested.is_active:
-                await nested.rollback()
-            raise
-        finally:
-            self._staged = enclosing
+        # SQLAlchemy's own block also recovers from a flush failing at release, which leaves
+        # the nested transaction inactive but still to be closed before the enclosing one
+        # can go on.
+        async with self.session.begin_nested():
+            enclosing, self._staged = self._staged, []
+            try:
+                yield
+                if self._staged:
+                    await self.outbox.add_all(self.session, self._staged)
+            finally:
+                self._staged = enclosing
 
     async def __aenter__(self) -> Self:
         self.session = self.database.sessionmaker()

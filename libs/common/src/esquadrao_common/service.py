@@ -48,7 +48,7 @@ from esquadrao_common.resilience.ratelimit import (
     LocalTokenBucket,
     RedisTokenBucket,
 )
-from esquadrao_common.settings import ServiceSettings
+from esquadrao_common.settings import MigrationSettings, ServiceSettings
 from esquadrao_common.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
@@ -297,8 +297,9 @@ class ServiceProgram:
             await worker_platform.close()
 
     def migrate(self) -> None:
-        settings = self.settings()
-        configure_logging(settings.service_name, settings.log_level, settings.log_format)
+        """Apply the migrations; needs only ``DATABASE_URL`` (see :class:`MigrationSettings`)."""
+        settings = MigrationSettings()
+        configure_logging(self.name, settings.log_level, settings.log_format)
         migrations.upgrade(self.migrations, settings.database_url)
 
     def cli(self) -> typer.Typer:

@@ -57,6 +57,26 @@ def mask_url_password(url: str) -> str:
     return url.replace(netloc, f"{user}:{MASK}@{hostinfo}", 1)
 
 
+def _postgres_url(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("DATABASE_URL must not be empty")
+    try:
+        backend = make_url(value).get_backend_name()
+    except ArgumentError:
+        raise ValueError("DATABASE_URL is not a valid database URL") from None
+    if backend not in ("postgresql", "postgres"):
+        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, not a {backend!r} one")
+    return value
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+    return level
+
+
 class ServiceSettings(BaseSettings):
     """Settings shared by every service; subclass it once per service.
 
@@ -105,16 +125,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("DATABASE_URL must not be empty")
-        try:
-            backend = make_url(value).get_backend_name()
-        except ArgumentError:
-            raise ValueError("DATABASE_URL is not a valid database URL") from None
-        if backend not in ("postgresql", "postgres"):
-            raise ValueError(f"DATABASE_URL must be a postgresql:// URL, not a {backend!r} one")
-        return value
+        return _postgres_url(value)
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -138,10 +149,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
-        level = value.strip().upper()
-        if level not in _LOG_LEVELS:
-            raise ValueError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
-        return level
+        return _log_level(value)
 
     @field_validator("otel_exporter_otlp_endpoint")
     @classmethod
@@ -205,3 +213,29 @@ class ServiceSettings(BaseSettings):
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         return self.describe().items()
+
+
+class MigrationSettings(BaseSettings):
+    """What ``python -m <service> migrate`` reads: the database and logging, nothing else.
+
+    A migration touches only the database, so a migration job (or ``make migrate``) runs
+    with ``DATABASE_URL`` alone, without a broker, Redis or JWT configuration. The
+    variables and their validation are those of :class:`ServiceSettings`; others are
+    ignored.
+    """
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, hide_input_in_errors=True)
+
+    database_url: str
+    log_level: str = "INFO"
+    log_format: LogFormat = "json"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, value: str) -> str:
+        return _postgres_url(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        return _log_level(value)

@@ -32,8 +32,9 @@ WORKER = Path(__file__).with_name("consumer_worker.py")
 EFFECTS_TABLE = "consumer_crash_effects"
 RECORDS = 2_000
 PARTITIONS = 4
-#: Effects that must exist before the kill, so that it lands mid-way through the records
-#: and, not being a multiple of the worker's batch size (100), most likely mid-batch.
+#: Effects that must exist before the kill, so that it lands mid-way through the records.
+#: Effects become visible a transaction at a time, so the kill most likely finds one
+#: open: its records are lost with it and must be applied, once, by the restart.
 KILL_AFTER = 350
 
 

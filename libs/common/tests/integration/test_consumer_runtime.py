@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,9 +34,10 @@ from esquadrao_common.kafka.dead_letters import (
     retry_due_ms,
 )
 from esquadrao_common.kafka.producer import KafkaPublisher
-from esquadrao_common.messaging import OutgoingRecord
+from esquadrao_common.messaging import OutgoingRecord, Publisher
+from esquadrao_common.platform_tables import outbox_table
 from prometheus_client import REGISTRY
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, func, select, text
 from sqlalchemy.dialects.postgresql import UUID
 
 pytestmark = pytest.mark.integration
@@ -55,6 +57,18 @@ effects = Table(
     Column("topic", String, nullable=False),
     Column("source_topic", String, nullable=False),
     Column("attempt", Integer, nullable=False),
+)
+parents = Table("consumer_test_parents", test_metadata, Column("id", Integer, primary_key=True))
+# Checked at commit only: a row breaking it fails the transaction's commit, not a statement.
+children = Table(
+    "consumer_test_children",
+    test_metadata,
+    Column(
+        "parent_id",
+        Integer,
+        ForeignKey(parents.c.id, deferrable=True, initially="DEFERRED"),
+        nullable=False,
+    ),
 )
 
 
@@ -250,14 +264,15 @@ def runtime_for(
     group: ConsumerGroupSpec,
     handler: RecordingHandler,
     database: Database,
-    publisher: KafkaPublisher,
+    publisher: Publisher,
+    uow_factory: Callable[[], SqlAlchemyUnitOfWork] | None = None,
     **options: Any,
 ) -> ConsumerRuntime[SqlAlchemyUnitOfWork]:
     return ConsumerRuntime(
         bootstrap=kafka_bootstrap,
         group=group,
         handler=handler,
-        uow_factory=lambda: SqlAlchemyUnitOfWork(database),
+        uow_factory=uow_factory or (lambda: SqlAlchemyUnitOfWork(database)),
         publisher=publisher,
         poll_timeout_ms=100,
         session_timeout_ms=SESSION_TIMEOUT_MS,
@@ -612,3 +627,279 @@ async def test_partitions_move_between_members_without_losing_or_repeating_effec
     assert counts == {event_id: 1 for event_id in all_ids}
     assert len(first.calls) + len(second.calls) == len(all_ids)
     assert second.calls, "the second member never handled a record"
+
+
+class BatchRecordingHandler(RecordingHandler):
+    """Also stages one event per record and notes the transaction each call ran in."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        #: event id of a record -> event id of the event its handler staged (last call).
+        self.staged: dict[str, str] = {}
+        #: event id of a record -> transaction id of each call, in call order.
+        self.transactions: dict[str, list[int]] = {}
+
+    async def __call__(self, record: IncomingRecord, uow: SqlAlchemyUnitOfWork) -> None:
+        transaction = (await uow.session.execute(text("SELECT txid_current()"))).scalar_one()
+        self.transactions.setdefault(record.event_id, []).append(transaction)
+        value, staged_id = contact_created(f"staged-by-{record.event_id}")
+        uow.stage("contacts.events.v1", record.key, ContactEvent.FromString(value))
+        self.staged[record.event_id] = staged_id
+        await super().__call__(record, uow)
+
+
+async def outbox_event_ids(database: Database) -> set[str]:
+    async with database.engine.connect() as connection:
+        result = await connection.execute(select(outbox_table.c.event_id))
+        return {str(value) for value in result.scalars()}
+
+
+async def test_a_record_failing_mid_batch_leaves_nothing_while_its_neighbours_apply_once(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1, retry_delays_ms=())
+    (topic,) = group.topics
+    published = [record_of(topic, f"contact-{n}") for n in range(5)]
+    ids = [event_id for _, event_id in published]
+    failing = ids[2]
+
+    def fails_after_its_effects(record: IncomingRecord) -> Exception | None:
+        return PoisonRecord("rejected after writing") if record.event_id == failing else None
+
+    class Handler(BatchRecordingHandler):
+        async def __call__(self, record: IncomingRecord, uow: SqlAlchemyUnitOfWork) -> None:
+            await super().__call__(record, uow)
+            error = fails_after_its_effects(record)
+            if error is not None:
+                raise error
+
+    handler = Handler()
+    await publisher.publish([record for record, _ in published])
+
+    async with (
+        TopicTail(kafka_bootstrap, group.dlq_topic) as tail,
+        running(runtime_for(kafka_bootstrap, group, handler, database, publisher)),
+    ):
+
+        async def all_done() -> bool:
+            return len(tail.records) == 1 and sum((await effect_counts(database)).values()) == 4
+
+        await eventually(all_done, "four records applied and one dead-lettered")
+
+    others = [event_id for event_id in ids if event_id != failing]
+    assert await effect_counts(database) == {event_id: 1 for event_id in others}
+    assert await outbox_event_ids(database) == {handler.staged[event_id] for event_id in others}, (
+        "the failed record's staged event must be rolled back with its savepoint"
+    )
+    assert [call.event_id for call in handler.calls] == ids, "each record handled once"
+    assert len({handler.transactions[event_id][0] for event_id in ids}) == 1, (
+        f"the batch was not one transaction: {handler.transactions}"
+    )
+    (letter,) = [DeadLetter.from_record(record) for record in tail.records]
+    assert (letter.origin, letter.error_type) == (Origin(topic, 0, 2), f"{__name__}.PoisonRecord")
+    assert records_metric(group, topic, "handled") == 4
+    assert records_metric(group, topic, "dead_lettered") == 1
+    assert await committed_offsets(kafka_bootstrap, group) == {0: 5}
+
+
+async def test_a_batch_is_split_into_transactions_of_bounded_size(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1)
+    (topic,) = group.topics
+    published = [record_of(topic, f"contact-{n}") for n in range(7)]
+    handler = BatchRecordingHandler()
+    await publisher.publish([record for record, _ in published])
+    runtime = runtime_for(
+        kafka_bootstrap, group, handler, database, publisher, max_records_per_transaction=3
+    )
+
+    async with running(runtime):
+
+        async def all_applied() -> bool:
+            return sum((await effect_counts(database)).values()) == 7
+
+        await eventually(all_applied, "7 effects")
+
+    in_offset_order = sorted(handler.calls, key=lambda call: call.offset)
+    transactions = [handler.transactions[call.event_id][0] for call in in_offset_order]
+    sizes = [len(list(run)) for _, run in itertools.groupby(transactions)]
+    assert len(sizes) == len(set(transactions)), (
+        f"a transaction's records are not contiguous: {sizes}"
+    )
+    assert max(sizes) == 3, f"records per transaction: {sizes}"
+    assert sum(sizes) == 7
+
+
+class CommitKillingUnitOfWork(SqlAlchemyUnitOfWork):
+    """Loses its database connection right before committing, ``kills`` times in all."""
+
+    kills = 0
+
+    async def commit(self) -> None:
+        if CommitKillingUnitOfWork.kills > 0:
+            CommitKillingUnitOfWork.kills -= 1
+            pid = (await self.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with self.database.engine.connect() as other:
+                # The second argument waits until the backend is gone.
+                await other.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
+        await super().commit()
+
+
+async def test_a_batch_whose_commit_fails_is_redelivered_whole_and_applied_once(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1, retry_delays_ms=(300,))
+    (topic,) = group.topics
+    (retry_topic,) = group.retry_topics
+    published = [record_of(topic, f"contact-{n}") for n in range(4)]
+    ids = [event_id for _, event_id in published]
+    flaky = ids[1]
+
+    def fails_from_its_topic(record: IncomingRecord) -> Exception | None:
+        if record.event_id == flaky and record.attempt == 0:
+            return PoisonRecord("fails until retried")
+        return None
+
+    handler = RecordingHandler(fail=fails_from_its_topic)
+    CommitKillingUnitOfWork.kills = 1
+    await publisher.publish([record for record, _ in published])
+    runtime = runtime_for(
+        kafka_bootstrap,
+        group,
+        handler,
+        database,
+        publisher,
+        uow_factory=lambda: CommitKillingUnitOfWork(database),
+    )
+
+    async with TopicTail(kafka_bootstrap, retry_topic) as tail, running(runtime):
+
+        async def all_applied() -> bool:
+            return (await effect_counts(database)) == {event_id: 1 for event_id in ids}
+
+        await eventually(all_applied, "every record applied after the failed commit")
+
+        async def retry_copies_done() -> bool:
+            handled = records_metric(group, retry_topic, "handled")
+            duplicate = records_metric(group, retry_topic, "duplicate")
+            return len(tail.records) > 0 and handled + duplicate == len(tail.records)
+
+        await eventually(retry_copies_done, "every retry copy of the flaky record processed")
+
+    assert CommitKillingUnitOfWork.kills == 0
+    assert await effect_counts(database) == {event_id: 1 for event_id in ids}
+    for event_id in (ids[0], ids[2], ids[3]):
+        assert handler.attempts_of(event_id) == [0, 0], "the whole batch is delivered again"
+    (row,) = await effect_rows(database, flaky)
+    assert row.attempt == 1
+    # The flaky record was sent to the retry topic before the commit that failed, then
+    # delivered again from its topic with the rest of the batch. Whether that redelivery
+    # failed again (a second retry copy) or came after the retry had handled it (skipped),
+    # the event was applied once and every copy but one was skipped by the inbox.
+    failed_deliveries = handler.attempts_of(flaky).count(0)
+    assert failed_deliveries + records_metric(group, topic, "duplicate") == 2
+    assert len(tail.records) == failed_deliveries
+    assert records_metric(group, retry_topic, "handled") == 1
+    assert records_metric(group, retry_topic, "duplicate") == len(tail.records) - 1
+    assert records_metric(group, topic, "handled") == 3
+    assert await committed_offsets(kafka_bootstrap, group) == {0: 4}
+
+
+async def test_a_commit_rejected_by_a_deferred_constraint_is_blamed_on_its_record(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1, retry_delays_ms=())
+    (topic,) = group.topics
+    published = [record_of(topic, f"contact-{n}") for n in range(5)]
+    ids = [event_id for _, event_id in published]
+    poison, orphan = ids[1], ids[3]
+
+    class Handler(RecordingHandler):
+        async def __call__(self, record: IncomingRecord, uow: SqlAlchemyUnitOfWork) -> None:
+            await super().__call__(record, uow)
+            if record.event_id == orphan:
+                await uow.session.execute(children.insert().values(parent_id=404))
+
+    def poisoned(record: IncomingRecord) -> Exception | None:
+        return PoisonRecord("cannot apply") if record.event_id == poison else None
+
+    handler = Handler(fail=poisoned)
+    await publisher.publish([record for record, _ in published])
+
+    async with (
+        TopicTail(kafka_bootstrap, group.dlq_topic) as tail,
+        running(runtime_for(kafka_bootstrap, group, handler, database, publisher)),
+    ):
+
+        async def all_done() -> bool:
+            return len(tail.records) == 2 and sum((await effect_counts(database)).values()) == 3
+
+        await eventually(all_done, "three records applied and two dead-lettered")
+
+    assert await effect_counts(database) == {ids[0]: 1, ids[2]: 1, ids[4]: 1}
+    for event_id in (ids[0], ids[2], ids[4], orphan):
+        assert handler.attempts_of(event_id) == [0, 0], "once in the batch, once alone"
+    assert handler.attempts_of(poison) == [0], "its dead letter stands; it is not processed again"
+    letters = sorted(
+        (DeadLetter.from_record(record) for record in tail.records),
+        key=lambda letter: letter.origin.offset,
+    )
+    assert [letter.origin.offset for letter in letters] == [1, 3]
+    assert letters[0].error_type.endswith(".PoisonRecord")
+    assert letters[1].error_type == "sqlalchemy.exc.IntegrityError"
+    async with database.engine.connect() as connection:
+        orphans = (await connection.execute(select(func.count()).select_from(children))).scalar()
+    assert orphans == 0
+    assert records_metric(group, topic, "handled") == 3
+    assert records_metric(group, topic, "dead_lettered") == 2
+    assert await committed_offsets(kafka_bootstrap, group) == {0: 5}
+
+
+class FailingPublisher:
+    """Delegates to a publisher, failing its first ``failures`` calls like a broker outage."""
+
+    def __init__(self, publisher: Publisher, failures: int) -> None:
+        self._publisher = publisher
+        self.failures = failures
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("broker unavailable")
+        await self._publisher.publish(records)
+
+
+async def test_a_failed_retry_publish_commits_the_records_before_it_and_none_after(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1, retry_delays_ms=())
+    (topic,) = group.topics
+    published = [record_of(topic, f"contact-{n}") for n in range(3)]
+    before, poison, after = (event_id for _, event_id in published)
+
+    def poisoned(record: IncomingRecord) -> Exception | None:
+        return PoisonRecord("cannot apply") if record.event_id == poison else None
+
+    handler = RecordingHandler(fail=poisoned)
+    flaky_publisher = FailingPublisher(publisher, failures=1)
+    await publisher.publish([record for record, _ in published])
+    runtime = runtime_for(kafka_bootstrap, group, handler, database, flaky_publisher)
+
+    async with (
+        TopicTail(kafka_bootstrap, group.dlq_topic) as tail,
+        running(runtime),
+    ):
+
+        async def all_done() -> bool:
+            return len(tail.records) == 1 and (await effect_counts(database))[after] == 1
+
+        await eventually(all_done, "the poison record dead-lettered and the last one applied")
+
+    assert flaky_publisher.failures == 0
+    assert await effect_counts(database) == {before: 1, after: 1}
+    assert handler.attempts_of(before) == [0], "done before the failure: committed, not redone"
+    assert handler.attempts_of(poison) == [0, 0], "redelivered after the broker failed"
+    assert handler.attempts_of(after) == [0], "never processed past the failing record"
+    assert records_metric(group, topic, "dead_lettered") == 1
+    assert await committed_offsets(kafka_bootstrap, group) == {0: 3}

@@ -6,7 +6,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from esquadrao_common.db import async_url
-from esquadrao_common.settings import DEV_JWT_SECRET, MASK, ServiceSettings, mask_url_password
+from esquadrao_common.settings import (
+    DEV_JWT_SECRET,
+    MASK,
+    MigrationSettings,
+    ServiceSettings,
+    mask_url_password,
+)
 from pydantic import ValidationError
 
 pytestmark = pytest.mark.unit
@@ -301,3 +307,23 @@ def test_settings_fields_are_not_keyword_aliases_of_their_variables() -> None:
 )
 def test_mask_url_password(url: str, masked: str) -> None:
     assert mask_url_password(url) == masked
+
+
+def test_migrations_need_only_the_database(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("DATABASE_URL", "postgresql://postgres@db:5432/esquadrao_contacts")
+    environment.setenv("LOG_LEVEL", "debug")
+    environment.setenv("JWT_ALGORITHM", "RS256")  # another process's concern: ignored
+
+    settings = MigrationSettings()
+
+    assert settings.database_url == "postgresql://postgres@db:5432/esquadrao_contacts"
+    assert settings.log_level == "DEBUG"
+
+
+def test_migrations_refuse_a_database_that_is_not_postgres(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    environment.setenv("DATABASE_URL", "mysql://root@db/esquadrao")
+
+    with pytest.raises(ValidationError, match="must be a postgresql:// URL"):
+        MigrationSettings()

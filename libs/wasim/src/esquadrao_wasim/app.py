@@ -43,8 +43,9 @@ class SimulatorRuntime:
             title="Esquadrão WhatsApp simulator",
             description="Cloud API and session-mode stand-in for WhatsApp; witness of sends.",
         )
-        self.api.include_router(control_router(self.simulator, self.sessions, self.webhooks))
+        # The send endpoint first: routes are matched in order, and it carries the load.
         self.api.include_router(cloud_router(self.simulator))
+        self.api.include_router(control_router(self.simulator, self.sessions, self.webhooks))
         self._lock: IO[str] | None = None
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:

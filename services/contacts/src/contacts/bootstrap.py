@@ -1,8 +1,9 @@
 """The one place where the contacts service is wired: real dependencies in, program out.
 
 ``program`` is what ``python -m contacts api|worker|migrate|all`` runs. The API serves the
-contacts, lists, custom fields and consent routers (plus the company's API limits); the
-workers are the outbox relay (added by the platform) and the ``contacts`` consumer group.
+contacts, lists, custom fields, consent and import/export routers (plus the company's API
+limits); the workers are the outbox relay (added by the platform), the ``contacts``
+consumer group and the import job worker.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from fastapi import FastAPI
 from contacts.config import SERVICE_NAME, ContactsSettings
 from contacts.entrypoints.api import consent, contacts, fields, lists
 from contacts.entrypoints.api.dependencies import ApiContext, install_context
+from contacts.entrypoints.api.imports import imports_router
 from contacts.entrypoints.api.problems import install_contacts_problems
 from contacts.entrypoints.consumers import whatsapp_consumer
+from contacts.entrypoints.import_worker import import_worker
 from contacts.service_layer.unit_of_work import ContactsUnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -54,6 +57,7 @@ def build_api(platform: Platform) -> FastAPI:
             lists.router(),
             fields.router(),
             consent.router(),
+            imports_router(),
             api_limits_router(),
         ],
     )
@@ -69,7 +73,11 @@ def build_api(platform: Platform) -> FastAPI:
 
 def build_workers(platform: Platform) -> list[Worker]:
     """The service's own workers (the platform adds the outbox relay)."""
-    return [whatsapp_consumer(platform, contacts_settings(platform), clock=utc_now)]
+    settings = contacts_settings(platform)
+    return [
+        whatsapp_consumer(platform, settings, clock=utc_now),
+        import_worker(platform, settings),
+    ]
 
 
 program = ServiceProgram(

@@ -151,7 +151,9 @@ async def test_changing_the_phone_to_another_contacts_is_a_409(contacts_api: Con
     bia = await contacts_api.create(company, phone="11912345678")
 
     response = await contacts_api.client.patch(
-        f"/contacts/{bia['id']}", json={"phone": "+55 11 98765 4321"}, headers=contacts_api.headers(company)
+        f"/contacts/{bia['id']}",
+        json={"phone": "+55 11 98765 4321"},
+        headers=contacts_api.headers(company),
     )
 
     assert response.status_code == 409
@@ -176,7 +178,9 @@ async def test_invalid_input_is_a_422_naming_each_field(contacts_api: ContactsAp
         "body.custom_fields.bloco": "unknown_field",
     }
     unknown_member = await contacts_api.client.post(
-        "/contacts", json={"phone": "11987654321", "nome": "x"}, headers=contacts_api.headers(company)
+        "/contacts",
+        json={"phone": "11987654321", "nome": "x"},
+        headers=contacts_api.headers(company),
     )
     assert unknown_member.status_code == 422
     assert unknown_member.json()["errors"][0]["field"] == "body.nome"
@@ -334,7 +338,9 @@ async def test_custom_field_definitions_keep_their_type_and_values(
     )
     in_use = await contacts_api.client.delete("/contact-fields/andar", headers=admin)
     by_agent = await contacts_api.client.put(
-        "/contact-fields/x", json={"label": "X", "type": "text"}, headers=contacts_api.headers(company)
+        "/contact-fields/x",
+        json={"label": "X", "type": "text"},
+        headers=contacts_api.headers(company),
     )
     reserved = await contacts_api.client.put(
         "/contact-fields/name", json={"label": "Nome", "type": "text"}, headers=admin

@@ -125,7 +125,11 @@ async def test_recorded_messages_opt_out_once(
         "contact_opted_out",
     ]
     causes = {e.envelope.causation_id for e in published}
-    assert causes == {events[0].envelope.event_id, events[1].envelope.event_id, events[5].envelope.event_id}
+    assert causes == {
+        events[0].envelope.event_id,
+        events[1].envelope.event_id,
+        events[5].envelope.event_id,
+    }
 
     # The same records again (a producer retry, a replay): nothing changes.
     sentinel = WhatsappEvent()

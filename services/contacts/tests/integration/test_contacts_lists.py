@@ -67,14 +67,18 @@ async def test_bulk_and_single_membership_changes_and_counts(contacts_api: Conta
         (await contacts_api.create(company, phone=f"+5511988880{n:03d}", name=f"c{n}"))["id"]
         for n in range(6)
     ]
-    lst = (await contacts_api.client.post("/contact-lists", json={"name": "L"}, headers=headers)).json()
+    lst = (
+        await contacts_api.client.post("/contact-lists", json={"name": "L"}, headers=headers)
+    ).json()
     members = f"/contact-lists/{lst['id']}/members"
     await contacts_api.client.delete(f"/contacts/{ids[5]}", headers=headers)
     await contacts_api.client.post(f"/contacts/{ids[1]}/opt-out", headers=headers)
     unknown = "00000000-0000-4000-8000-000000000000"
 
     added = await contacts_api.client.post(
-        members, json={"contact_ids": [ids[0], ids[1], ids[2], ids[0], ids[5], unknown]}, headers=headers
+        members,
+        json={"contact_ids": [ids[0], ids[1], ids[2], ids[0], ids[5], unknown]},
+        headers=headers,
     )
     again = await contacts_api.client.post(
         members, json={"contact_ids": [ids[2], ids[3]]}, headers=headers
@@ -95,7 +99,9 @@ async def test_bulk_and_single_membership_changes_and_counts(contacts_api: Conta
     assert deleted_one.status_code == 409
     page = (await contacts_api.client.get(f"{members}?limit=3", headers=headers)).json()
     rest = (
-        await contacts_api.client.get(f"{members}?limit=3&cursor={page['next_cursor']}", headers=headers)
+        await contacts_api.client.get(
+            f"{members}?limit=3&cursor={page['next_cursor']}", headers=headers
+        )
     ).json()
     assert [c["id"] for c in page["items"] + rest["items"]] == ids[:5]
     detail = (await contacts_api.client.get(f"/contact-lists/{lst['id']}", headers=headers)).json()
@@ -114,12 +120,16 @@ async def test_bulk_and_single_membership_changes_and_counts(contacts_api: Conta
     detail = (await contacts_api.client.get(f"/contact-lists/{lst['id']}", headers=headers)).json()
     assert detail["member_count"] == 3  # ids 0 (deleted), 3, 4
     assert detail["counts"] == {"members": 2, "opted_out": 0, "deleted": 1}
-    of_contact = (await contacts_api.client.get(f"/contacts/{ids[3]}/lists", headers=headers)).json()
+    of_contact = (
+        await contacts_api.client.get(f"/contacts/{ids[3]}/lists", headers=headers)
+    ).json()
     assert [item["id"] for item in of_contact["items"]] == [lst["id"]]
 
     changes = [
-        (list(e.contact_list_membership_changed.added_contact_ids),
-         list(e.contact_list_membership_changed.removed_contact_ids))
+        (
+            list(e.contact_list_membership_changed.added_contact_ids),
+            list(e.contact_list_membership_changed.removed_contact_ids),
+        )
         for e in await contacts_api.events(company, "contact_list_membership_changed")
     ]
     assert changes == [
@@ -140,8 +150,12 @@ async def test_deleting_a_list_keeps_its_contacts_and_reports_them_removed(
     company = contacts_api.new_company()
     headers = contacts_api.headers(company)
     contact = await contacts_api.create(company, phone="11987654321")
-    lst = (await contacts_api.client.post("/contact-lists", json={"name": "L"}, headers=headers)).json()
-    await contacts_api.client.put(f"/contact-lists/{lst['id']}/members/{contact['id']}", headers=headers)
+    lst = (
+        await contacts_api.client.post("/contact-lists", json={"name": "L"}, headers=headers)
+    ).json()
+    await contacts_api.client.put(
+        f"/contact-lists/{lst['id']}/members/{contact['id']}", headers=headers
+    )
 
     by_agent = await contacts_api.client.delete(f"/contact-lists/{lst['id']}", headers=headers)
     by_supervisor = await contacts_api.client.delete(

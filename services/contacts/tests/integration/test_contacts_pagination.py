@@ -27,7 +27,9 @@ def _phone(n: int) -> str:
 async def _seed(api: ContactsApi, company: str, first: int, count: int) -> list[str]:
     response = await api.client.post(
         "/contacts/bulk",
-        json={"contacts": [{"phone": _phone(n), "name": f"c{n}"} for n in range(first, first + count)]},
+        json={
+            "contacts": [{"phone": _phone(n), "name": f"c{n}"} for n in range(first, first + count)]
+        },
         headers=api.headers(company),
     )
     assert response.status_code == 200, response.text
@@ -55,7 +57,9 @@ async def test_paging_while_contacts_are_inserted_serves_each_once(
 ) -> None:
     company = contacts_api.new_company()
     await contacts_api.unlimited(company)
-    seeded = await _seed(contacts_api, company, 0, 200) + await _seed(contacts_api, company, 200, 200)
+    seeded = await _seed(contacts_api, company, 0, 200) + await _seed(
+        contacts_api, company, 200, 200
+    )
     assert len(set(seeded)) == SEEDED
     stop = asyncio.Event()
 
@@ -98,4 +102,3 @@ async def test_paging_while_contacts_are_inserted_serves_each_once(
     assert not set(back_dated) & set(seen), "rows before the walk's position are not served"
     concurrent = set(seen) - set(seeded)
     assert 0 < len(concurrent) <= inserted, "rows after the position show up later in the walk"
-

@@ -35,12 +35,26 @@ async def people(contacts_api: ContactsApi) -> tuple[str, dict[str, dict[str, An
     )
     created = {}
     for body in (
-        {"phone": "11987654321", "name": "João Silva", "tags": ["VIP"], "condominio": "Jardins",
-         "custom_fields": {"bloco": "A", "inadimplente": "sim"}},
-        {"phone": "11912345678", "name": "Joana Prado", "tags": ["novo"], "condominio": "jardins",
-         "custom_fields": {"bloco": "B"}},
-        {"phone": "21998765432", "name": "Pedro Álvares", "tags": ["vip", "Síndico"],
-         "custom_fields": {"bloco": "A", "inadimplente": "não"}},
+        {
+            "phone": "11987654321",
+            "name": "João Silva",
+            "tags": ["VIP"],
+            "condominio": "Jardins",
+            "custom_fields": {"bloco": "A", "inadimplente": "sim"},
+        },
+        {
+            "phone": "11912345678",
+            "name": "Joana Prado",
+            "tags": ["novo"],
+            "condominio": "jardins",
+            "custom_fields": {"bloco": "B"},
+        },
+        {
+            "phone": "21998765432",
+            "name": "Pedro Álvares",
+            "tags": ["vip", "Síndico"],
+            "custom_fields": {"bloco": "A", "inadimplente": "não"},
+        },
         {"phone": "+351912345678", "name": "Ana Portuguesa"},
     ):
         contact = await contacts_api.create(company, **body)
@@ -111,7 +125,9 @@ async def test_filter_by_list_membership(
 ) -> None:
     company, created = people
     headers = contacts_api.headers(company)
-    listed = (await contacts_api.client.post("/contact-lists", json={"name": "Síndicos"}, headers=headers)).json()
+    listed = (
+        await contacts_api.client.post("/contact-lists", json={"name": "Síndicos"}, headers=headers)
+    ).json()
     await contacts_api.client.post(
         f"/contact-lists/{listed['id']}/members",
         json={"contact_ids": [created["Pedro Álvares"]["id"], created["Joana Prado"]["id"]]},

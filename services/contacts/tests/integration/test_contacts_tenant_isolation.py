@@ -91,7 +91,9 @@ async def test_another_companys_ids_are_404_everywhere(contacts_api: ContactsApi
     assert await contacts_api.events(b) == events_of_b
     same = await contacts_api.client.get(f"/contacts/{b_contact['id']}", headers=b_headers)
     assert same.json() == b_contact
-    members = await contacts_api.client.get(f"/contact-lists/{b_list['id']}/members", headers=b_headers)
+    members = await contacts_api.client.get(
+        f"/contact-lists/{b_list['id']}/members", headers=b_headers
+    )
     assert [item["id"] for item in members.json()["items"]] == [b_contact["id"]]
 
 

@@ -25,7 +25,7 @@ COMPANY = "acme"
 
 def drafts(first: int, count: int, **fields: object) -> list[ContactDraft]:
     return [
-        ContactDraft(phone_e164=f"+55119{n:08d}", name=f"c{n}", **fields)  # type: ignore[arg-type]
+        ContactDraft(phone_e164=f"+55119{n:08d}", name=f"c{n}", **fields)
         for n in range(first, first + count)
     ]
 
@@ -104,7 +104,9 @@ async def test_a_rejected_draft_writes_nothing_and_the_batch_can_go_on(
     full_tags = tuple(f"t{n}" for n in range(MAX_TAGS))
     async with contacts_api.uow() as uow:
         await upsert_drafts(
-            uow, COMPANY, [ContactDraft(phone_e164="+5511911111111", tags=full_tags)],
+            uow,
+            COMPANY,
+            [ContactDraft(phone_e164="+5511911111111", tags=full_tags)],
             now=datetime.now(UTC),
         )
         await uow.commit()

@@ -14,12 +14,13 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from contacts.adapters.import_tables import import_jobs
 from contacts.adapters.orm import contacts
+from contacts.bootstrap import build_workers
 from contacts.config import ContactsSettings
 from contacts.domain.events import TOPIC
 from contacts.domain.model import CustomFieldDefinition, FieldType
@@ -28,6 +29,7 @@ from contacts.entrypoints.api import lists as lists_routes
 from contacts.entrypoints.api.dependencies import ApiContext, install_context
 from contacts.entrypoints.api.imports import imports_router
 from contacts.entrypoints.api.problems import install_contacts_problems
+from contacts.entrypoints.import_worker import ImportWorker
 from contacts.service_layer import lists
 from contacts.service_layer.imports import ImportJobRunner, RunResult
 from contacts.service_layer.unit_of_work import ContactsUnitOfWork
@@ -40,6 +42,9 @@ from esquadrao_common.resilience.ratelimit import Limit
 from esquadrao_common.service import Platform, create_api
 from openpyxl import Workbook
 from sqlalchemy import select
+
+if TYPE_CHECKING:
+    from conftest import ContactsApi
 
 pytestmark = pytest.mark.integration
 
@@ -626,3 +631,18 @@ async def test_export_of_an_unknown_list_is_a_404(imports_api: ImportsApi) -> No
     )
     assert response.status_code == 404
     assert response.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_the_service_app_serves_imports_and_runs_the_import_worker(
+    contacts_api: ContactsApi,
+) -> None:
+    company = contacts_api.new_company()
+    headers = contacts_api.headers(company, Role.ADMIN)
+
+    response = await contacts_api.client.post(
+        "/imports", files={"file": ("c.csv", b"telefone\n11987650001\n")}, headers=headers
+    )
+
+    assert response.status_code == 202, response.text
+    workers = build_workers(contacts_api.platform)
+    assert any(isinstance(worker, ImportWorker) for worker in workers)

@@ -38,11 +38,7 @@ class FakeContactRepository:
 
     def _by_phone(self, company_id: str, phone: str) -> Contact | None:
         return next(
-            (
-                c
-                for c in self.rows.values()
-                if c.company_id == company_id and c.phone_e164 == phone
-            ),
+            (c for c in self.rows.values() if c.company_id == company_id and c.phone_e164 == phone),
             None,
         )
 

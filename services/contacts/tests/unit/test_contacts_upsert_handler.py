@@ -27,8 +27,10 @@ EARLIER = NOW - timedelta(days=30)
 
 
 def existing(phone: str, **fields: object) -> Contact:
-    draft = ContactDraft(phone_e164=phone, **fields)  # type: ignore[arg-type]
-    return Contact.create(contact_id=str(uuid.uuid4()), company_id=COMPANY, draft=draft, now=EARLIER)
+    draft = ContactDraft(phone_e164=phone, **fields)
+    return Contact.create(
+        contact_id=str(uuid.uuid4()), company_id=COMPANY, draft=draft, now=EARLIER
+    )
 
 
 async def test_new_phones_are_created_in_order_with_their_events(

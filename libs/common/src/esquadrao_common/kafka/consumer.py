@@ -1,9 +1,9 @@
 """The Kafka consumer runtime: idempotent handling, retry topics, dead letters, safe commits.
 
 One :class:`ConsumerRuntime` runs one consumer group (a :class:`ConsumerGroupSpec` of the
-catalog) in one process. The records a fetch brings for one partition are processed in one
-database transaction, in partition order, each record in a savepoint of it. For each record
-the runtime:
+catalog) in one process. The records a fetch brings for one partition are processed in
+partition order, many to a database transaction (at most ``max_records_per_transaction``),
+each record in a savepoint of it. For each record the runtime:
 
 1. reads the envelope; a record that cannot be decoded goes straight to the group's
    dead-letter topic;
@@ -17,19 +17,19 @@ the runtime:
    (:mod:`esquadrao_common.kafka.dead_letters`). The partition moves on: one bad record
    never blocks the records behind it.
 
-The transaction commits once, after the partition batch's last record: committing once per
-record, not the work, was what bounded a consumer's throughput. Offsets are committed per
-partition after each fetch, and only up to records whose batch transaction committed. A
-crash therefore redelivers a suffix of work already done, which the inbox turns into skips:
-delivery is at least once, effects are exactly once.
+The transaction commits once, after its last record, so that a commit (a durable write, and
+a round trip) is paid per batch instead of per record. Offsets are committed per partition
+after each fetch, and only up to records whose transaction committed. A crash therefore
+redelivers a suffix of work already done, which the inbox turns into skips: delivery is at
+least once, effects are exactly once.
 
-A failed record is republished before its batch commits. When that commit then fails, the
-whole batch is delivered again, the failed record too: it fails (or succeeds) once more,
-and whichever of its copies comes second is skipped by the inbox. The retry chain can thus
-carry an event twice; its effects still apply once. When the database rejects the commit
-for the records' own reason (a constraint checked at commit), no single record can be
-blamed: the batch's records are processed again, one transaction each, so that the commit
-that fails is one record's, which goes down the retry chain.
+A failed record is republished before its transaction commits. When that commit then
+fails, the transaction's records are all delivered again, the failed one too: it fails (or
+succeeds) once more, and whichever of its copies comes second is skipped by the inbox. The
+retry chain can thus carry an event twice; its effects still apply once. When the database
+rejects the commit for the records' own reason (a constraint checked at commit), no single
+record can be blamed: the records are processed again, one transaction each, so that the
+commit that fails is one record's, which goes down the retry chain.
 
 A record read from a retry topic before its ``retry-not-before`` time is not waited for in
 the poll loop: its partition is paused, rewound to that record and resumed when it is due,
@@ -146,8 +146,10 @@ class IncomingRecord:
 
 UoWT = TypeVar("UoWT", bound=SqlAlchemyUnitOfWork)
 
-#: A handler applies one record's effects in the unit of work it is given and does not
-#: commit; raising rolls them back and sends the record to the retry chain.
+#: A handler applies one record's effects in the unit of work it is given, inside a savepoint
+#: of a transaction it shares with the records before and after it: it neither commits nor
+#: rolls back. Raising rolls back its effects and staged events (only those) and sends the
+#: record to the retry chain.
 Handler = Callable[[IncomingRecord, UoWT], Awaitable[None]]
 
 
@@ -228,6 +230,18 @@ class ConsumerRuntime(Generic[UoWT]):
     broker acknowledged them (:class:`~esquadrao_common.kafka.producer.KafkaPublisher`).
     Every topic of ``group`` (its topics, retry topics and dead-letter topic) must exist.
 
+    ``max_batch`` is the most records one poll returns, over all partitions. A partition's
+    records of one poll are processed in transactions of at most
+    ``max_records_per_transaction`` records. The default, 50, stays within two limits:
+    Postgres slows down every session's snapshots while a transaction holds more than 64
+    subtransactions that wrote (each record's savepoint is one); and SQLAlchemy names each
+    savepoint anew, so a transaction of n records runs 2n distinct savepoint statements,
+    which the asyncpg driver prepares and caches per connection (100 statements, pruned past
+    150): beyond about 60 records they no longer fit beside the handler's own statements and
+    each costs an extra round trip. A transaction holds its row locks until it commits, so
+    a handler that updates contended rows delays the other writers of those rows by up to a
+    transaction's duration.
+
     ``session_timeout_ms`` and ``heartbeat_interval_ms`` are the group membership timings:
     a member that stops heartbeating loses its partitions after the session timeout. The
     embedded broker also holds every join for about half the session timeout, so tests use
@@ -245,6 +259,7 @@ class ConsumerRuntime(Generic[UoWT]):
         uow_factory: Callable[[], UoWT],
         publisher: Publisher,
         max_batch: int = 100,
+        max_records_per_transaction: int = 50,
         poll_timeout_ms: int = 500,
         client_id: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -255,12 +270,17 @@ class ConsumerRuntime(Generic[UoWT]):
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
+        if max_records_per_transaction < 1:
+            raise ValueError(
+                f"max_records_per_transaction must be positive, got {max_records_per_transaction}"
+            )
         self.group = group
         self._bootstrap = bootstrap
         self._handler = handler
         self._uow_factory = uow_factory
         self._publisher = publisher
         self._max_batch = max_batch
+        self._max_records_per_transaction = max_records_per_transaction
         self._poll_timeout_ms = poll_timeout_ms
         self._client_id = client_id or f"esquadrao-{group.name}"
         self._clock = clock
@@ -324,6 +344,9 @@ class ConsumerRuntime(Generic[UoWT]):
 
     async def stop(self) -> None:
         """Finish the record in hand, commit what is done, leave the group and close.
+
+        What is done is the records processed before the one in hand and that record: their
+        transaction commits, then their offsets.
 
         Records not reached are redelivered to whichever member owns their partition next.
         """
@@ -394,33 +417,33 @@ class ConsumerRuntime(Generic[UoWT]):
     async def _process_partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[Any]
     ) -> None:
-        """Process ``records`` of ``tp`` in one transaction; one by one if it is rejected."""
+        """Process ``records`` of ``tp`` in transactions of ``max_records_per_transaction``.
+
+        Stops at the first transaction that does not get all its records done (stopping, a
+        retry not yet due, a failure): the partition was rewound where it has to resume.
+        """
         attempt = attempt_of(self.group, tp.topic)
-        rejected = await self._process_together(consumer, tp, records, attempt)
-        for record, outcome in rejected:
-            if self._stopping.is_set():
-                return
-            if outcome in ROUTED:
-                # Its retry or dead-letter record was acknowledged: it needs no transaction.
-                self._done(tp, record, outcome)
-            elif not await self._process_alone(consumer, tp, record, attempt):
+        size = self._max_records_per_transaction
+        for first in range(0, len(records), size):
+            chunk = records[first : first + size]
+            if await self._process_together(consumer, tp, chunk, attempt) < len(chunk):
                 return
 
     async def _process_together(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[Any], attempt: int
-    ) -> list[tuple[Any, Outcome]]:
+    ) -> int:
         """Process ``records`` of ``tp``, in order, in one transaction, each in a savepoint.
 
-        Stops early when stopping, at a retry record not yet due (the partition is paused
-        and rewound to it) and at an infrastructure failure (rewound to the failed record
-        and stalled); the records processed before are done once the transaction commits.
-        When it cannot commit for the infrastructure's reason, the partition is rewound to
-        the first record and stalled. When the database rejects the commit for the records'
-        own reason, none of them is done: returns them with their outcomes, to process
-        again one by one. Returns nothing otherwise.
+        Returns how many of them are done. Stops early when stopping, at a retry record not
+        yet due (the partition is paused and rewound to it) and at an infrastructure failure
+        (rewound to the failed record, stalled); the records processed before are done once
+        the transaction commits. When it cannot commit for the infrastructure's reason,
+        none is done and the partition is rewound to the first record and stalled. When the
+        database rejects the commit for the records' own reason, they are processed again
+        one transaction each (:meth:`_process_one_by_one`).
         """
         finished: list[tuple[Any, Outcome]] = []
-        committed = False
+        committed = rejected = False
         try:
             async with self._uow_factory() as uow:
                 for record in records:
@@ -448,21 +471,49 @@ class ConsumerRuntime(Generic[UoWT]):
                         records[0].offset,
                         error,
                     )
-                    return finished
-                committed = True
+                    rejected = True
+                else:
+                    committed = True
         except Exception as error:
             if not committed:
-                self._redeliver(consumer, tp, records[0], "the batch did not commit", error)
-                return []
+                self._redeliver(consumer, tp, records[0], "the transaction did not commit", error)
+                return 0
             log.warning(
                 "consumer group %s: %s committed, but its unit of work did not close: %r",
                 self.group.name,
                 _name(tp),
                 error,
             )
+        if rejected:
+            return await self._process_one_by_one(consumer, tp, finished, attempt)
         for record, outcome in finished:
             self._done(tp, record, outcome)
-        return []
+        return len(finished)
+
+    async def _process_one_by_one(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        finished: Sequence[tuple[Any, Outcome]],
+        attempt: int,
+    ) -> int:
+        """Process again, one transaction each, the records of a rejected commit.
+
+        Each commit that fails now is one record's, which goes down the retry chain like a
+        handler error. A record already sent to a retry topic or the dead-letter topic is
+        not processed again: that copy was acknowledged and stands. Returns how many of
+        ``finished`` are done.
+        """
+        done = 0
+        for record, outcome in finished:
+            if self._stopping.is_set():
+                break
+            if outcome in ROUTED:
+                self._done(tp, record, outcome)
+            elif not await self._process_alone(consumer, tp, record, attempt):
+                break
+            done += 1
+        return done
 
     async def _process_alone(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: Any, attempt: int

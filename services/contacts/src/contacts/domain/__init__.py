@@ -4,6 +4,7 @@
 * :mod:`~contacts.domain.model`: the :class:`~contacts.domain.model.Contact` entity, its
   drafts and patches, custom field definitions, and validation errors.
 * :mod:`~contacts.domain.optout`: opt-out and opt-in keywords of inbound messages.
+* :mod:`~contacts.domain.lists`: contact lists and their names.
 * :mod:`~contacts.domain.importing`: streaming CSV/XLSX readers, column mapping, and import
   rows turned into drafts or row-level errors.
 * :mod:`~contacts.domain.events`: the ``ContactEvent`` records of ``contacts.events.v1``.

@@ -193,37 +193,21 @@ def _stage_membership(
     now: datetime,
     correlation_id: str | None,
 ) -> None:
-    for start in range(0, len(added), MAX_MEMBERSHIP_BATCH):
-        _stage_one(
-            uow, contact_list, added[start : start + MAX_MEMBERSHIP_BATCH], (), now, correlation_id
-        )
-    for start in range(0, len(removed), MAX_MEMBERSHIP_BATCH):
-        _stage_one(
+    """Stage the change as ``ContactListMembershipChanged`` events of at most
+    ``MAX_MEMBERSHIP_BATCH`` ids each (additions first)."""
+    size = MAX_MEMBERSHIP_BATCH
+    batches: list[tuple[Sequence[str], Sequence[str]]]
+    batches = [(added[i : i + size], ()) for i in range(0, len(added), size)]
+    batches += [((), removed[i : i + size]) for i in range(0, len(removed), size)]
+    for added_ids, removed_ids in batches:
+        stage(
             uow,
-            contact_list,
-            (),
-            removed[start : start + MAX_MEMBERSHIP_BATCH],
-            now,
-            correlation_id,
+            events.contact_list_membership_changed(
+                company_id=contact_list.company_id,
+                list_id=contact_list.id,
+                added_contact_ids=added_ids,
+                removed_contact_ids=removed_ids,
+                occurred_at=now,
+                correlation_id=correlation_id,
+            ),
         )
-
-
-def _stage_one(
-    uow: ContactsUnitOfWork,
-    contact_list: ContactList,
-    added: Sequence[str],
-    removed: Sequence[str],
-    now: datetime,
-    correlation_id: str | None,
-) -> None:
-    stage(
-        uow,
-        events.contact_list_membership_changed(
-            company_id=contact_list.company_id,
-            list_id=contact_list.id,
-            added_contact_ids=added,
-            removed_contact_ids=removed,
-            occurred_at=now,
-            correlation_id=correlation_id,
-        ),
-    )

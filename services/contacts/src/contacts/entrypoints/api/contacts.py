@@ -212,9 +212,10 @@ def router() -> APIRouter:
     ) -> Page[ContactOut]:
         """Oldest first, with cursor pagination that is stable while contacts are added."""
         async with ctx.uow() as uow:
-            custom, text = field_filters(
-                field or [], await handlers.load_definitions(uow, principal.company_id)
+            definitions = (
+                await handlers.load_definitions(uow, principal.company_id) if field else []
             )
+            custom, text = field_filters(field or [], definitions)
             search = handlers.contact_search(q, ctx.settings.default_region) if q else None
             criteria = ContactFilter(
                 name_prefix=search.name_prefix if search else None,

@@ -36,8 +36,9 @@ def install_context(app: FastAPI, context: ApiContext) -> None:
     app.state.contacts_context = context
 
 
-def api_context(request: Request) -> ApiContext:
-    """The :class:`ApiContext` of the app serving ``request`` (FastAPI dependency)."""
+async def api_context(request: Request) -> ApiContext:
+    """The :class:`ApiContext` of the app serving ``request`` (FastAPI dependency; async so
+    that FastAPI calls it on the event loop instead of in a worker thread)."""
     context = getattr(request.app.state, "contacts_context", None)
     if not isinstance(context, ApiContext):
         raise RuntimeError("install_context(app, context) was not called for this app")

@@ -1,0 +1,327 @@
+"""Contacts API latency under a fixed request rate: ``python -m bench.contacts_api``.
+
+The benchmark starts what it measures: the servers of the local stack (embedded unless
+``KAFKA_BOOTSTRAP``, ``DATABASE_URL``, ``REDIS_URL`` are set), a fresh database migrated
+with ``python -m contacts migrate``, ``--contacts`` seeded contacts, and the API as its own
+process (``python -m contacts api``: one uvicorn process, as one replica runs). The
+company's API limits are lifted through the admin endpoints, so every request still pays
+for its rate-limit check in Redis but none is refused.
+
+The load generator is **open loop**: request ``i`` of a run is due at ``start + i / rate``
+whatever happened to the requests before it, and its latency is measured from that due
+time, not from when it was actually sent. A server that stalls therefore shows the wait
+of every request that was due meanwhile (no coordinated omission), and a generator that
+cannot keep up shows it in ``send lag`` (how late requests left, p99) instead of quietly
+lowering the rate.
+
+Two endpoints, each at each of ``--rates``:
+
+- ``GET /contacts/{id}``: a random seeded contact;
+- ``GET /contacts?limit=50``: a random page of the listing (cursors collected beforehand,
+  so deep pages are asked as often as the first).
+
+Nothing here passes or fails: it prints achieved rate, latency percentiles and errors.
+docs/benchmarks.md records figures with the machine they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+from contacts.domain.model import ContactDraft
+from contacts.service_layer.contacts import upsert_drafts
+from contacts.service_layer.unit_of_work import ContactsUnitOfWork
+from esquadrao_common.auth import Role, mint_token
+from esquadrao_common.db import Database
+from esquadrao_devstack.process import free_port
+from esquadrao_devstack.stack import LocalStack, StackConfig, libpq_url
+from rich.console import Console
+from rich.table import Table
+
+COMPANY = "bench-company"
+SECRET = "contacts-benchmark-secret-0123456789abcdef"
+PAGE_SIZE = 50
+SEED_BATCH = 500
+
+Request = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One endpoint at one rate: latencies (seconds) from each request's due time."""
+
+    endpoint: str
+    target_rate: float
+    duration: float
+    latencies: list[float]
+    send_lags: list[float]
+    errors: int
+
+    @property
+    def achieved_rate(self) -> float:
+        return len(self.latencies) / self.duration if self.duration else 0.0
+
+    def percentile(self, values: list[float], fraction: float) -> float:
+        if not values:
+            return float("nan")
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def open_loop(
+    client: httpx.AsyncClient, request: Request, *, rate: float, seconds: float
+) -> tuple[list[float], list[float], int, float]:
+    """Fire ``request`` at ``rate`` per second for ``seconds``, each at its due time.
+
+    Returns (latencies of successful requests, send lags, errors, elapsed seconds), all
+    measured from due times.
+    """
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    lags: list[float] = []
+    errors = 0
+
+    async def fire(due: float) -> None:
+        nonlocal errors
+        lags.append(time.perf_counter() - due)
+        try:
+            response = await request(client)
+        except httpx.HTTPError:
+            errors += 1
+            return
+        if response.status_code != 200:
+            errors += 1
+            return
+        latencies.append(time.perf_counter() - due)
+
+    start = time.perf_counter()
+    tasks = []
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(fire(due)))
+    await asyncio.gather(*tasks)
+    return latencies, lags, errors, time.perf_counter() - start
+
+
+async def _fresh_database(server_url: str) -> str:
+    name = f"bench_contacts_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return libpq_url(server_url, database=name)
+
+
+async def _drop_database(server_url: str, url: str) -> None:
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def seed(database_url: str, count: int) -> list[str]:
+    """``count`` contacts of the benchmark company, created as an import would; their ids."""
+    database = Database(database_url, pool_size=2)
+    ids: list[str] = []
+    try:
+        for first in range(0, count, SEED_BATCH):
+            drafts = [
+                ContactDraft(
+                    phone_e164=f"+55119{n:08d}",
+                    name=f"Contato {n}",
+                    tags=("bench", f"grupo-{n % 20}"),
+                    condominio=f"Condomínio {n % 50}",
+                )
+                for n in range(first, min(count, first + SEED_BATCH))
+            ]
+            async with ContactsUnitOfWork(database) as uow:
+                results = await upsert_drafts(uow, COMPANY, drafts, now=datetime.now(UTC))
+                await uow.commit()
+            ids.extend(result.contact_id for result in results)
+    finally:
+        await database.dispose()
+    return ids
+
+
+def _service_env(database_url: str, stack: LocalStack, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url,
+        KAFKA_BOOTSTRAP=stack.kafka_bootstrap,
+        KAFKA_ENABLE_IDEMPOTENCE="false",
+        REDIS_URL=stack.redis_url,
+        HTTP_PORT=str(port),
+        HTTP_HOST="127.0.0.1",
+        JWT_SECRET=SECRET,
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+async def wait_ready(base_url: str, process: asyncio.subprocess.Process, within: float) -> None:
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(f"the contacts API exited with status {process.returncode}")
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the contacts API is not ready")
+            await asyncio.sleep(0.2)
+
+
+async def collect_cursors(client: httpx.AsyncClient, headers: Mapping[str, str]) -> list[str]:
+    """The cursor of every page of the listing (``""`` for the first)."""
+    cursors = [""]
+    while True:
+        query = f"/contacts?limit={PAGE_SIZE}" + (f"&cursor={cursors[-1]}" if cursors[-1] else "")
+        page = (await client.get(query, headers=headers)).json()
+        if page["next_cursor"] is None:
+            return cursors
+        cursors.append(page["next_cursor"])
+
+
+async def measure(
+    base_url: str, ids: list[str], rates: list[float], seconds: float, warmup: float
+) -> list[RunResult]:
+    token = mint_token(
+        company_id=COMPANY, user="bench", role=Role.ADMIN, secret=SECRET, ttl_seconds=3600
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        for kind in ("contact", "global"):
+            response = await client.put(
+                f"/admin/api-limits/{kind}",
+                json={"rate": 1_000_000, "burst": 1_000_000},
+                headers=headers,
+            )
+            response.raise_for_status()
+        cursors = await collect_cursors(client, headers)
+        rng = random.Random(7)
+
+        def get_one(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+            return client.get(f"/contacts/{rng.choice(ids)}", headers=headers)
+
+        def get_page(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+            cursor = rng.choice(cursors)
+            query = f"/contacts?limit={PAGE_SIZE}" + (f"&cursor={cursor}" if cursor else "")
+            return client.get(query, headers=headers)
+
+        endpoints: list[tuple[str, Request]] = [
+            ("GET /contacts/{id}", get_one),
+            (f"GET /contacts?limit={PAGE_SIZE}", get_page),
+        ]
+        results = []
+        for name, request in endpoints:
+            for rate in rates:
+                await open_loop(client, request, rate=rate, seconds=warmup)
+                latencies, lags, errors, elapsed = await open_loop(
+                    client, request, rate=rate, seconds=seconds
+                )
+                results.append(RunResult(name, rate, elapsed, latencies, lags, errors))
+    return results
+
+
+async def run(args: argparse.Namespace, run_dir: Path, console: Console) -> list[RunResult]:
+    stack = LocalStack(run_dir, StackConfig.from_env(), create_databases=False, durable=False)
+    async with stack:
+        database_url = await _fresh_database(stack.postgres_url)
+        port = free_port()
+        env = _service_env(database_url, stack, port)
+        log_path = run_dir / "contacts-api.log"
+        try:
+            migrate = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "contacts",
+                "migrate",
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+            )
+            if await migrate.wait() != 0:
+                raise RuntimeError(f"python -m contacts migrate exited with {migrate.returncode}")
+            started = time.perf_counter()
+            ids = await seed(database_url, args.contacts)
+            console.print(f"seeded {len(ids):,} contacts in {time.perf_counter() - started:.1f} s")
+            with log_path.open("wb") as log:
+                api = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "contacts", "api", env=env, stdout=log, stderr=log
+                )
+            try:
+                base_url = f"http://127.0.0.1:{port}"
+                await wait_ready(base_url, api, within=60)
+                return await measure(base_url, ids, args.rates, args.seconds, args.warmup)
+            finally:
+                api.terminate()
+                await api.wait()
+        finally:
+            await _drop_database(stack.postgres_url, database_url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--contacts", type=int, default=20_000, help="contacts seeded")
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [float(rate) for rate in text.split(",")],
+        default=[25.0, 50.0, 100.0],
+        help="requests per second, comma-separated (each endpoint runs at each)",
+    )
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first")
+    args = parser.parse_args()
+    console = Console()
+    run_dir = Path(tempfile.mkdtemp(prefix="esquadrao-bench-contacts-"))
+    run_dir.chmod(0o755)  # the embedded Postgres may run as an unprivileged account
+    try:
+        results = asyncio.run(run(args, run_dir, console))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    table = Table(
+        title=f"Contacts API, open loop ({os.cpu_count()} cores, {args.contacts:,} contacts, "
+        f"{args.seconds:g} s per run)",
+        title_justify="left",
+    )
+    columns = ("endpoint", "target/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "max ms")
+    for column in (*columns, "errors", "send lag p99 ms"):
+        table.add_column(column, justify="left" if column == "endpoint" else "right")
+    for result in results:
+        ms = [result.percentile(result.latencies, fraction) * 1000 for fraction in (0.5, 0.9, 0.99)]
+        table.add_row(
+            result.endpoint,
+            f"{result.target_rate:g}",
+            f"{result.achieved_rate:.0f}",
+            *(f"{value:.1f}" for value in ms),
+            f"{max(result.latencies, default=float('nan')) * 1000:.1f}",
+            str(result.errors),
+            f"{result.percentile(result.send_lags, 0.99) * 1000:.1f}",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
