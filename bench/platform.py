@@ -8,9 +8,9 @@
 - outbox relay: rows/s from committed outbox rows to acknowledged records and back to
   ``sent_at``, the ceiling of every service's event publishing;
 - outbox write: events/s staged through units of work (100 events per transaction);
-- consumer runtime: records/s through ``ConsumerRuntime`` (envelope decode, inbox claim,
-  handler, database commit per record, offset commit per batch): the ceiling of one
-  consumer process of any service.
+- consumer runtime: records/s through ``ConsumerRuntime`` (envelope decode, a savepoint
+  with the inbox claim and the handler per record, one database commit per transaction of
+  up to 50 records, offset commit per batch): the ceiling of one consumer process.
 
 Figures depend on the machine; docs/benchmarks.md records them with the machine they
 came from. Nothing here passes or fails: it only measures.

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from esquadrao_common.platform_tables import processed_events
+
+#: Plain SQL, so the statement is compiled once and cached (SQLAlchemy cannot cache the
+#: ``ON CONFLICT`` construct), on the hot path of every consumed record.
+_CLAIM = text(
+    "INSERT INTO processed_events (consumer_group, event_id) "
+    "VALUES (:consumer_group, :event_id) ON CONFLICT DO NOTHING RETURNING event_id"
+)
 
 
 async def claim(session: AsyncSession, consumer_group: str, event_id: str) -> bool:
@@ -24,13 +30,8 @@ async def claim(session: AsyncSession, consumer_group: str, event_id: str) -> bo
     False when the event was handled before (the caller does nothing). A concurrent claim
     of the same event by another transaction waits for it and then returns False.
     """
-    statement = (
-        insert(processed_events)
-        .values(consumer_group=consumer_group, event_id=event_id)
-        .on_conflict_do_nothing()
-        .returning(processed_events.c.event_id)
-    )
-    return (await session.execute(statement)).first() is not None
+    parameters = {"consumer_group": consumer_group, "event_id": event_id}
+    return (await session.execute(_CLAIM, parameters)).first() is not None
 
 
 async def was_processed(session: AsyncSession, consumer_group: str, event_id: str) -> bool:

@@ -7,7 +7,8 @@ code that publishes runs with :class:`FakePublisher`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Self
 
@@ -71,6 +72,16 @@ class FakeUnitOfWork:
 
     def stage(self, topic: str, key: str | bytes | None, event: Message) -> None:
         self._pending.append((topic, key, event))
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """Like the real one: events staged in a block that raises are discarded."""
+        enclosing, self._pending = self._pending, []
+        try:
+            yield
+            enclosing.extend(self._pending)
+        finally:
+            self._pending = enclosing
 
     async def __aenter__(self) -> Self:
         self._pending = []

@@ -48,6 +48,9 @@ def _config(runtime: SimulatorRuntime, log_level: str) -> uvicorn.Config:
         log_level=log_level,
         backlog=BACKLOG,
         timeout_graceful_shutdown=5,
+        # Graph keeps idle connections open for a while; uvicorn's 5 s would make clients
+        # race the server's close when they reuse a connection.
+        timeout_keep_alive=75,
     )
 
 

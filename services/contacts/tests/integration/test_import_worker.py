@@ -283,6 +283,7 @@ async def test_the_worker_wakes_on_notify_stops_gracefully_and_another_resumes(
     assert 0 < stopped.counts.processed < ROWS
     assert stopped.counts.processed % 20 == 0
     assert stopped.last_row == stopped.counts.processed + 1
+    assert stopped.attempts == 0
 
     successor = ImportWorker(jobs.database, jobs.runner(batch_size=150), poll_interval=0.2)
     resumed = asyncio.create_task(successor.run())

@@ -321,11 +321,18 @@ async def finish_job(
 
 
 async def release_job(session: AsyncSession, job_id: str, lease_id: str) -> None:
-    """Give a job back to the queue (a worker stopping): another worker resumes it at once."""
+    """Give a job back to the queue (a worker stopping): another worker resumes it at once.
+    The lease does not count as an attempt: only runs that ended without a word (a dead
+    worker) bring a job nearer to being failed."""
     await session.execute(
         update(import_jobs)
         .where(import_jobs.c.id == job_id, import_jobs.c.lease_id == lease_id)
-        .values(status=JobStatus.QUEUED.value, lease_id=None, heartbeat_at=None)
+        .values(
+            status=JobStatus.QUEUED.value,
+            lease_id=None,
+            heartbeat_at=None,
+            attempts=import_jobs.c.attempts - 1,
+        )
     )
 
 

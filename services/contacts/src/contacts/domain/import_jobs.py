@@ -127,7 +127,8 @@ class ImportJob:
     ``mapping`` is the client's (header → target), or None for header matching;
     ``last_row`` is the file row up to which every row is counted and reported (0 before
     the first batch); ``total_rows`` estimates the data rows (None while unknown);
-    ``error`` says why a failed job failed.
+    ``error`` says why a failed job failed; ``attempts`` counts the runs it was given to,
+    less those a stopping worker gave back.
     """
 
     id: str

@@ -176,7 +176,7 @@ async def _upsert(
                     contact_id=new_id(), company_id=company_id, draft=draft, now=now
                 )
         inserted = await uow.contacts.insert_new(list(firsts.values()))
-        raced = [phone for phone, contact in firsts.items() if contact.id not in inserted]
+        raced = {phone for phone, contact in firsts.items() if contact.id not in inserted}
         batch.by_phone.update(await uow.contacts.lock_by_phones(company_id, raced))
         fresh = {phone: firsts[phone] for phone in firsts if phone not in raced}
         batch.by_phone.update(fresh)

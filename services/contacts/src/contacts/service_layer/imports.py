@@ -307,8 +307,9 @@ class ImportJobRunner:
 
     ``stale_after``: a running job whose heartbeat is older is taken over (its worker is
     presumed dead), so it must be well above the worker's heartbeat interval.
-    ``max_attempts``: a job leased that many times and found stale again is failed rather
-    than tried forever (a file that makes workers crash).
+    ``max_attempts``: a job whose runs ended without a word that many times (workers that
+    died on it, perhaps because of it) is failed when leased again, rather than tried
+    forever; a run given back by a stopping worker does not count.
     """
 
     def __init__(
