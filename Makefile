@@ -52,7 +52,7 @@ fmt: sync ## format and autofix
 	$(RUN) ruff check --fix .
 
 typecheck: sync ## mypy (strict) on the sources
-	$(RUN) mypy libs/common/src libs/devstack/src services/contacts/src services/whatsapp/src bench
+	$(RUN) mypy libs/common/src libs/devstack/src libs/wasim/src services/contacts/src services/whatsapp/src bench
 
 proto: sync ## regenerate Python code (and .pyi stubs) from proto/
 	$(RUN) python -m esquadrao_devstack.protogen

@@ -76,7 +76,7 @@ async def bench_idle_sessions(simulator: SimulatorProcess, count: int) -> list[F
         async def open_one(n: int) -> None:
             async with opening:
                 session = await SimSession.open(simulator.url, f"bench-idle-{n}")
-                await session.connected(timeout=60)
+                await session.connected(within=60)
                 session.frames.clear()
                 sessions.append(session)
 
@@ -183,7 +183,7 @@ async def bench_session_sends(simulator: SimulatorProcess, sends: int, count: in
             await session.send_text(f"bench-ws-{index}-{n}", f"+55119{n:08d}", "Olá!")
         acks = 0
         while acks < per_session:
-            frame = await session.expect("ack", "error", timeout=60)
+            frame = await session.expect("ack", "error", within=60)
             if frame["type"] == "error":
                 raise RuntimeError(f"session send refused: {frame}")
             acks += 1
@@ -191,9 +191,10 @@ async def bench_session_sends(simulator: SimulatorProcess, sends: int, count: in
     started = time.perf_counter()
     await asyncio.gather(*(run(index, session) for index, session in enumerate(sessions)))
     elapsed = time.perf_counter() - started
-    for session in sessions:
-        await session.close()
-    return Figure(f"session sends acked ({count} sessions)", per_session * count / elapsed, "sends/s")
+    await asyncio.gather(*(session.close() for session in sessions))
+    return Figure(
+        f"session sends acked ({count} sessions)", per_session * count / elapsed, "sends/s"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -205,9 +206,7 @@ async def main(args: argparse.Namespace) -> None:
             try:
                 figures = await bench_idle_sessions(simulator, args.sessions)
                 figures.append(await bench_http_sends(simulator, args.sends, args.concurrency))
-                figures.append(
-                    await bench_session_sends(simulator, args.sends, args.send_sessions)
-                )
+                figures.append(await bench_session_sends(simulator, args.sends, args.send_sessions))
                 async with SimulatorControl(simulator.url) as control:
                     stats = await control.stats()
             except BaseException:

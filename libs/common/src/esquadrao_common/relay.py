@@ -25,14 +25,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 from opentelemetry.trace import Span, Status, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from esquadrao_common.db import Database, plain_url
+from esquadrao_common.db import Database
 from esquadrao_common.messaging import Headers, OutgoingRecord, Publisher
+from esquadrao_common.notifications import listen_until, sleep_unless
 from esquadrao_common.outbox import LANES, NOTIFY_CHANNEL
 from esquadrao_common.platform_tables import outbox_lanes_table, outbox_table
 from esquadrao_common.resilience.backoff import full_jitter
@@ -90,7 +90,6 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
 
     async def ensure_lanes(self) -> None:
         """Create the lane rows (idempotent); the lanes table ships empty in migrations."""
@@ -234,50 +233,23 @@ class OutboxRelay:
                 OUTBOX_CLEANED.labels(self.service).inc(deleted)
                 return deleted
 
-    async def _listen(self) -> None:
-        """Keep a connection listening on the notify channel; reconnect when it drops."""
-        attempt = 0
-        while not self._stopping.is_set():
-            try:
-                connection = await asyncpg.connect(plain_url(self.database.url))
-            except (OSError, asyncpg.PostgresError) as error:
-                log.warning("outbox relay cannot listen for notifications: %s", error)
-                attempt += 1
-                await self._sleep(full_jitter(attempt, 0.5, self.max_backoff))
-                continue
-            attempt = 0
-            self._listener = connection
-            terminated = asyncio.Event()
-            connection.add_termination_listener(
-                lambda _connection, dropped=terminated: dropped.set()
-            )
-            try:
-                await connection.add_listener(NOTIFY_CHANNEL, self._notified)
-                self._wake.set()  # rows committed while no one listened
-                stop = asyncio.ensure_future(self._stopping.wait())
-                dropped = asyncio.ensure_future(terminated.wait())
-                try:
-                    await asyncio.wait({stop, dropped}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stop.cancel()
-                    dropped.cancel()
-            finally:
-                self._listener = None
-                with contextlib.suppress(Exception):
-                    await connection.close(timeout=2)
-
-    def _notified(self, *_args: object) -> None:
-        self._wake.set()
-
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await sleep_unless(self._stopping, seconds)
 
     async def run(self) -> None:
         """Publish until :meth:`stop`: on every notification, else every ``poll_interval``."""
         self._stopping.clear()
         await self.ensure_lanes()
-        listener = asyncio.create_task(self._listen(), name="outbox-listener")
+        listener = asyncio.create_task(
+            listen_until(
+                self.database.url,
+                NOTIFY_CHANNEL,
+                self._wake,
+                self._stopping,
+                max_backoff=self.max_backoff,
+            ),
+            name="outbox-listener",
+        )
         failures = 0
         last_cleanup = 0.0
         try:

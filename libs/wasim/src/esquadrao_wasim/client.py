@@ -118,6 +118,14 @@ class SimulatorControl:
         )
         return result
 
+    async def number(self, phone_number_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/numbers/{phone_number_id}")
+        return result
+
+    async def numbers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/numbers")
+        return result
+
     async def verify_webhook(self, phone_number_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
             "POST", f"/numbers/{phone_number_id}/verify-webhook"
@@ -148,9 +156,7 @@ class SimulatorControl:
 
     async def ban(self, session_id: str, reason: str | None = None) -> dict[str, Any]:
         body = None if reason is None else {"reason": reason}
-        result: dict[str, Any] = await self._call(
-            "POST", f"/sessions/{session_id}/ban", json=body
-        )
+        result: dict[str, Any] = await self._call("POST", f"/sessions/{session_id}/ban", json=body)
         return result
 
     async def unban(self, session_id: str) -> dict[str, Any]:
@@ -234,9 +240,7 @@ class SimulatorControl:
 
     async def reset(self, *, everything: bool = False) -> dict[str, Any]:
         """Forget the traffic (``everything``: numbers, sessions and knobs too)."""
-        result: dict[str, Any] = await self._call(
-            "POST", "/reset", json={"everything": everything}
-        )
+        result: dict[str, Any] = await self._call("POST", "/reset", json={"everything": everything})
         return result
 
 
@@ -263,34 +267,40 @@ class SimSession:
             compression=None,
             ping_interval=None,
             open_timeout=30,
+            # Frames a test does not wait for (receipts) must not stall the connection:
+            # with a bounded queue, reading stops and even the closing handshake hangs.
+            max_queue=None,
         )
         session = cls(websocket, session_id)
         if hello:
-            await session.send({"type": "hello", "session_id": session_id, "credentials": credentials})
+            await session.send(
+                {"type": "hello", "session_id": session_id, "credentials": credentials}
+            )
         return session
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.websocket.send(json.dumps(frame))
 
-    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
-        """The next frame (TimeoutError after ``timeout`` seconds)."""
-        async with asyncio.timeout(timeout):
+    async def recv(self, within: float = 10.0) -> dict[str, Any]:
+        """The next frame (TimeoutError after ``within`` seconds)."""
+        async with asyncio.timeout(within):
             raw = await self.websocket.recv()
         frame: dict[str, Any] = json.loads(raw)
         self.frames.append(frame)
         return frame
 
-    async def expect(self, *types: str, timeout: float = 10.0) -> dict[str, Any]:
-        """Receive frames until one of ``types`` comes; return it."""
-        async with asyncio.timeout(timeout):
+    async def expect(self, *types: str, within: float = 10.0) -> dict[str, Any]:
+        """Receive frames until one of ``types`` comes; return it (TimeoutError after
+        ``within`` seconds)."""
+        async with asyncio.timeout(within):
             while True:
-                frame = await self.recv(timeout)
+                frame = await self.recv(within)
                 if frame["type"] in types:
                     return frame
 
-    async def connected(self, timeout: float = 10.0) -> dict[str, Any]:
+    async def connected(self, within: float = 10.0) -> dict[str, Any]:
         """Wait for ``connected`` (pairing first if it comes); return it."""
-        return await self.expect("connected", timeout=timeout)
+        return await self.expect("connected", within=within)
 
     @property
     def credentials(self) -> str | None:
@@ -307,11 +317,11 @@ class SimSession:
     async def ping(self, frame_id: str | None = None) -> None:
         await self.send({"type": "ping"} if frame_id is None else {"type": "ping", "id": frame_id})
 
-    async def wait_closed(self, timeout: float = 10.0) -> int | None:
+    async def wait_closed(self, within: float = 10.0) -> int | None:
         """Wait until the server closes the connection (frames meanwhile are kept);
-        return the close code."""
+        return the close code (TimeoutError after ``within`` seconds)."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 async for raw in self.websocket:
                     self.frames.append(json.loads(raw))
         except ConnectionClosed:

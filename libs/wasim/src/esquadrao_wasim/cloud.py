@@ -26,6 +26,7 @@ from esquadrao_wasim.errors import (
 )
 from esquadrao_wasim.simulator import Channel, OutboundMessage, Sender, Simulator, digits
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

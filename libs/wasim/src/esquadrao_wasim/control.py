@@ -76,9 +76,7 @@ class Inbound(BaseModel):
 class Reset(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    everything: bool = Field(
-        default=False, description="Also forget numbers, sessions and knobs."
-    )
+    everything: bool = Field(default=False, description="Also forget numbers, sessions and knobs.")
 
 
 def _invalid(error: ValidationError) -> HTTPException:
@@ -337,4 +335,3 @@ def control_router(
         return await simulator.stats()
 
     return router
-

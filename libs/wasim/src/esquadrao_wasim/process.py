@@ -65,10 +65,10 @@ def simulator_argv(
     return argv
 
 
-async def simulator_answers(url: str, timeout: float = 2.0) -> bool:
-    """Whether a simulator answers ``GET /_sim/health`` at ``url``."""
+async def simulator_answers(url: str, within: float = 2.0) -> bool:
+    """Whether a simulator answers ``GET /_sim/health`` at ``url`` within ``within`` s."""
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with httpx.AsyncClient(timeout=within) as client:
             response = await client.get(f"{url}/_sim/health")
     except httpx.HTTPError:
         return False
@@ -139,6 +139,14 @@ class SimulatorProcess:
         if it exits or does not answer within ``ready_within`` seconds."""
         if self._popen is not None and self._popen.poll() is None:
             raise RuntimeError("the simulator is already running")
+        self._spawn()
+        try:
+            await self._wait_ready(time.monotonic() + ready_within)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _spawn(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.address_file.unlink(missing_ok=True)
         argv = simulator_argv(
@@ -160,11 +168,6 @@ class SimulatorProcess:
                 process_group=0,
                 preexec_fn=_die_with_parent(os.getpid()),
             )
-        try:
-            await self._wait_ready(time.monotonic() + ready_within)
-        except BaseException:
-            self.kill()
-            raise
 
     async def _wait_ready(self, deadline: float) -> None:
         while True:
@@ -194,7 +197,9 @@ class SimulatorProcess:
             with contextlib.suppress(ProcessLookupError):
                 self._popen.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + grace
-            while self._popen.poll() is None and time.monotonic() < deadline:
+            while self._popen.poll() is None:
+                if time.monotonic() >= deadline:
+                    break
                 await asyncio.sleep(0.02)
         self.kill()
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -94,11 +95,12 @@ async def serve(
     knobs: dict[str, Any] | None = None,
     log_level: str = "warning",
 ) -> None:
-    """Run the simulator until SIGINT or SIGTERM.
+    """Run the simulator until SIGINT or SIGTERM, then stop cleanly (exit status 0).
 
     Once it accepts connections, ``address_file`` (if given) holds ``host:port`` — the
     way a parent learns the port picked for ``port=0``. Meant to own its process: it
-    tunes the garbage collector (:data:`GC_THRESHOLDS`) and freezes what start-up made.
+    handles SIGINT and SIGTERM, tunes the garbage collector (:data:`GC_THRESHOLDS`) and
+    freezes what start-up made.
     """
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()
@@ -107,10 +109,20 @@ async def serve(
     try:
         await apply_knobs(runtime, knobs or {})
         sock = bind(host, port)
-        server = uvicorn.Server(_config(runtime, log_level))
+        server = InProcessServer(_config(runtime, log_level))
+        loop = asyncio.get_running_loop()
+
+        def request_exit() -> None:
+            server.force_exit = server.should_exit
+            server.should_exit = True
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, request_exit)
 
         async def announce() -> None:
             while not server.started:
+                if server.should_exit:
+                    return
                 await asyncio.sleep(0.01)
             if address_file is not None:
                 bound_host, bound_port = sock.getsockname()[:2]
@@ -126,8 +138,9 @@ async def serve(
         await runtime.stop()
 
 
-class _InProcessServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the embedding program keeps its own."""
+class InProcessServer(uvicorn.Server):
+    """uvicorn without its signal handlers, for serving inside a program (or a test) that
+    keeps its own."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -155,7 +168,7 @@ async def running_simulator(
     runtime = SimulatorRuntime(data_dir, webhook_retry_base_s=webhook_retry_base_s)
     await runtime.start()
     sock = bind(host, port)
-    server = _InProcessServer(_config(runtime, "warning"))
+    server = InProcessServer(_config(runtime, "warning"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -127,8 +127,15 @@ def default_phone(session_id: str) -> str:
 class SessionRecord:
     """What the simulator knows of a session, connected or not."""
 
-    __slots__ = ("banned_reason", "connection", "connects", "credentials", "pending",
-                 "phone_e164", "session_id")
+    __slots__ = (
+        "banned_reason",
+        "connection",
+        "connects",
+        "credentials",
+        "pending",
+        "phone_e164",
+        "session_id",
+    )
 
     def __init__(
         self,
@@ -176,8 +183,19 @@ _CLOSE = object()
 class Connection:
     """One WebSocket connection of a session; frames go out in order through its outbox."""
 
-    __slots__ = ("closed", "code_timer", "deadline", "hub", "outbox", "pairing_timer", "record",
-                 "send", "session_id", "state", "writer")
+    __slots__ = (
+        "closed",
+        "code_timer",
+        "deadline",
+        "hub",
+        "outbox",
+        "pairing_timer",
+        "record",
+        "send",
+        "session_id",
+        "state",
+        "writer",
+    )
 
     def __init__(self, hub: SessionHub, session_id: str, send: Send, deadline: float) -> None:
         self.hub = hub
@@ -366,7 +384,9 @@ class SessionHub:
             return
         record = self.sessions.get(session_id)
         if record is None:
-            record = self.sessions[session_id] = SessionRecord(session_id, default_phone(session_id))
+            record = self.sessions[session_id] = SessionRecord(
+                session_id, default_phone(session_id)
+            )
         connection.record = record
         if record.banned_reason is not None:
             connection.push({"type": "banned", "reason": record.banned_reason})

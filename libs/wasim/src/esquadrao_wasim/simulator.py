@@ -325,7 +325,13 @@ class Simulator:
         )
         if error is not None:
             self._emit_status(
-                sender, message, provider_id, "failed", knobs.receipt_delays.sent, knobs, rng,
+                sender,
+                message,
+                provider_id,
+                "failed",
+                knobs.receipt_delays.sent,
+                knobs,
+                rng,
                 error=error.as_dict(),
             )
         else:
@@ -340,7 +346,7 @@ class Simulator:
         if rng.random() < knobs.failure_rate:
             return SOMETHING_WENT_WRONG
         if knobs.max_mps is not None and not self._throughput.take(
-            (sender.scope,), knobs.max_mps, knobs.max_mps
+            (sender.scope,), max(1.0, knobs.max_mps), knobs.max_mps
         ):
             return RATE_LIMIT
         if rng.random() < knobs.throttle_rate:

@@ -306,7 +306,8 @@ def list_accepted(
     """Accepted messages with ``seq > after`` in order, optionally of one sender."""
 
     def read(connection: sqlite3.Connection) -> list[dict[str, Any]]:
-        where, parameters = ["seq > ?"], [after]
+        where: list[str] = ["seq > ?"]
+        parameters: list[str | int] = [after]
         if channel is not None and sender is not None:
             where.append("channel = ? AND sender = ?")
             parameters += [channel, sender]
@@ -379,7 +380,9 @@ def clear_everything(connection: sqlite3.Connection) -> None:
         connection.execute(f"DELETE FROM {table}")
 
 
-def save_number(phone_number_id: str, registration: dict[str, Any]) -> Callable[..., None]:
+def save_number(
+    phone_number_id: str, registration: dict[str, Any]
+) -> Callable[[sqlite3.Connection], None]:
     def save(connection: sqlite3.Connection) -> None:
         connection.execute(
             "INSERT INTO numbers (phone_number_id, registration) VALUES (?, ?)"

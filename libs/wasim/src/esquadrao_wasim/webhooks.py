@@ -178,7 +178,9 @@ class WebhookDispatcher:
                 self._counts["failed_attempts"] += 1
                 if callback.attempts >= callback.max_attempts:
                     self._counts["gave_up"] += 1
-                    log.warning("webhook of %s given up after %d attempts", number_id, callback.attempts)
+                    log.warning(
+                        "webhook of %s given up after %d attempts", number_id, callback.attempts
+                    )
                     continue
                 self._retry_later(number_id, callback)
         finally:

@@ -115,7 +115,7 @@ def follow(
 
 def summary(job: Mapping[str, Any]) -> Table:
     """The counts of a job, as a table."""
-    table = Table(title=f"import {job['id']}: {job['status']}", title_justify="left")
+    table = Table(title=f"import {job['status']}", title_justify="left")
     table.add_column("rows")
     table.add_column("count", justify="right")
     for name in ("processed", "created", "updated", "skipped", "unchanged", "errors"):

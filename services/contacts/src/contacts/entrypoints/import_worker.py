@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import logging
 
-import asyncpg
-from esquadrao_common.db import Database, plain_url
+from esquadrao_common.db import Database
+from esquadrao_common.notifications import listen_until, sleep_unless
 from esquadrao_common.resilience.backoff import full_jitter
 from esquadrao_common.service import Platform, Worker
 
@@ -54,7 +54,16 @@ class ImportWorker:
         """Run jobs until :meth:`stop`; a failing pass (database down) is retried after a
         jittered, growing delay."""
         self._stopping.clear()
-        listener = asyncio.create_task(self._listen(), name="import-jobs-listener")
+        listener = asyncio.create_task(
+            listen_until(
+                self.database.url,
+                IMPORT_JOBS_CHANNEL,
+                self._wake,
+                self._stopping,
+                max_backoff=self.max_backoff,
+            ),
+            name="import-jobs-listener",
+        )
         failures = 0
         try:
             while not self._stopping.is_set():
@@ -106,40 +115,8 @@ class ImportWorker:
             except Exception as error:
                 log.warning("import job %s heartbeat failed: %r", lease.job.id, error)
 
-    async def _listen(self) -> None:
-        """Keep a connection listening for new jobs; reconnect when it drops."""
-        attempt = 0
-        while not self._stopping.is_set():
-            try:
-                connection = await asyncpg.connect(plain_url(self.database.url))
-            except (OSError, asyncpg.PostgresError) as error:
-                log.warning("import worker cannot listen for new jobs: %s", error)
-                attempt += 1
-                await self._sleep(full_jitter(attempt, 0.5, self.max_backoff))
-                continue
-            attempt = 0
-            dropped = asyncio.Event()
-            connection.add_termination_listener(lambda _connection, dropped=dropped: dropped.set())
-            try:
-                await connection.add_listener(IMPORT_JOBS_CHANNEL, self._notified)
-                self._wake.set()  # jobs queued while no one listened
-                stopping = asyncio.ensure_future(self._stopping.wait())
-                terminated = asyncio.ensure_future(dropped.wait())
-                try:
-                    await asyncio.wait({stopping, terminated}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stopping.cancel()
-                    terminated.cancel()
-            finally:
-                with contextlib.suppress(Exception):
-                    await connection.close(timeout=2)
-
-    def _notified(self, *_args: object) -> None:
-        self._wake.set()
-
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await sleep_unless(self._stopping, seconds)
 
 
 def import_worker(platform: Platform, settings: ContactsSettings) -> Worker:
