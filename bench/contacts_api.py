@@ -11,8 +11,10 @@ The load generator is **open loop**: request ``i`` of a run is due at ``start + 
 whatever happened to the requests before it, and its latency is measured from that due
 time, not from when it was actually sent. A server that stalls therefore shows the wait
 of every request that was due meanwhile (no coordinated omission), and a generator that
-cannot keep up shows it in ``send lag`` (how late requests left, p99) instead of quietly
-lowering the rate.
+cannot keep up shows it in ``send lag`` (how late requests left, p99: waiting for a free
+connection, or for the generator itself) instead of quietly lowering the rate. Requests
+go over ``--connections`` keep-alive connections (the model of wrk2): a request due while
+every connection is busy waits for one, and that wait is part of its latency.
 
 Two endpoints, each at each of ``--rates``:
 
@@ -35,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +59,8 @@ SECRET = "contacts-benchmark-secret-0123456789abcdef"
 PAGE_SIZE = 50
 SEED_BATCH = 500
 
-Request = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+#: A request target: the next path to GET (a new random contact or page each call).
+Target = Callable[[], str]
 
 
 @dataclass(frozen=True)
@@ -82,31 +85,72 @@ class RunResult:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def open_loop(
-    client: httpx.AsyncClient, request: Request, *, rate: float, seconds: float
-) -> tuple[list[float], list[float], int, float]:
-    """Fire ``request`` at ``rate`` per second for ``seconds``, each at its due time.
+class Connection:
+    """One keep-alive HTTP/1.1 connection, reading just enough of each response (status
+    line, ``Content-Length``, body) to be done with it. A general client (httpx) costs
+    the generator more CPU per request than the server spends answering it, which would
+    make the benchmark measure itself."""
 
-    Returns (latencies of successful requests, send lags, errors, elapsed seconds), all
-    measured from due times.
+    def __init__(self, host: str, port: int, headers: Mapping[str, str]) -> None:
+        self._host, self._port = host, port
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._headers = f"Host: {host}:{port}\r\n{extra}".encode()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        """GET ``path``; the response's status. Reconnects after a failed request."""
+        if self._reader is None or self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        reader, writer = self._reader, self._writer
+        try:
+            writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self._headers + b"\r\n")
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+            self.close()
+            raise
+        return status
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
+async def open_loop(
+    pool: asyncio.Queue[Connection], target: Target, *, rate: float, seconds: float
+) -> tuple[list[float], list[float], int, float]:
+    """GET ``target()`` at ``rate`` per second for ``seconds``, each request at its due time.
+
+    A request waits for a free connection of ``pool`` if all are busy (as a real client's
+    requests do); that wait counts in its latency, which is measured from its due time.
+    Returns (latencies of 200 responses, send lags, errors, elapsed seconds).
     """
     total = int(rate * seconds)
     latencies: list[float] = []
     lags: list[float] = []
     errors = 0
 
-    async def fire(due: float) -> None:
+    async def fire(due: float, path: str) -> None:
         nonlocal errors
+        connection = await pool.get()
         lags.append(time.perf_counter() - due)
         try:
-            response = await request(client)
-        except httpx.HTTPError:
+            status = await connection.get(path)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+            status = 0
+        finally:
+            pool.put_nowait(connection)
+        if status == 200:
+            latencies.append(time.perf_counter() - due)
+        else:
             errors += 1
-            return
-        if response.status_code != 200:
-            errors += 1
-            return
-        latencies.append(time.perf_counter() - due)
 
     start = time.perf_counter()
     tasks = []
@@ -115,7 +159,7 @@ async def open_loop(
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(fire(due)))
+        tasks.append(asyncio.create_task(fire(due, target())))
     await asyncio.gather(*tasks)
     return latencies, lags, errors, time.perf_counter() - start
 
@@ -205,14 +249,19 @@ async def collect_cursors(client: httpx.AsyncClient, headers: Mapping[str, str])
 
 
 async def measure(
-    base_url: str, ids: list[str], rates: list[float], seconds: float, warmup: float
+    port: int,
+    ids: list[str],
+    *,
+    rates: list[float],
+    seconds: float,
+    warmup: float,
+    connections: int,
 ) -> list[RunResult]:
     token = mint_token(
         company_id=COMPANY, user="bench", role=Role.ADMIN, secret=SECRET, ttl_seconds=3600
     )
     headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         for kind in ("contact", "global"):
             response = await client.put(
                 f"/admin/api-limits/{kind}",
@@ -221,28 +270,34 @@ async def measure(
             )
             response.raise_for_status()
         cursors = await collect_cursors(client, headers)
-        rng = random.Random(7)
+    rng = random.Random(7)
 
-        def get_one(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
-            return client.get(f"/contacts/{rng.choice(ids)}", headers=headers)
+    def one_contact() -> str:
+        return f"/contacts/{rng.choice(ids)}"
 
-        def get_page(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
-            cursor = rng.choice(cursors)
-            query = f"/contacts?limit={PAGE_SIZE}" + (f"&cursor={cursor}" if cursor else "")
-            return client.get(query, headers=headers)
+    def one_page() -> str:
+        cursor = rng.choice(cursors)
+        return f"/contacts?limit={PAGE_SIZE}" + (f"&cursor={cursor}" if cursor else "")
 
-        endpoints: list[tuple[str, Request]] = [
-            ("GET /contacts/{id}", get_one),
-            (f"GET /contacts?limit={PAGE_SIZE}", get_page),
-        ]
-        results = []
-        for name, request in endpoints:
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(Connection("127.0.0.1", port, headers))
+    endpoints: list[tuple[str, Target]] = [
+        ("GET /contacts/{id}", one_contact),
+        (f"GET /contacts?limit={PAGE_SIZE}", one_page),
+    ]
+    results = []
+    try:
+        for name, target in endpoints:
             for rate in rates:
-                await open_loop(client, request, rate=rate, seconds=warmup)
+                await open_loop(pool, target, rate=rate, seconds=warmup)
                 latencies, lags, errors, elapsed = await open_loop(
-                    client, request, rate=rate, seconds=seconds
+                    pool, target, rate=rate, seconds=seconds
                 )
                 results.append(RunResult(name, rate, elapsed, latencies, lags, errors))
+    finally:
+        while not pool.empty():
+            pool.get_nowait().close()
     return results
 
 
@@ -272,9 +327,15 @@ async def run(args: argparse.Namespace, run_dir: Path, console: Console) -> list
                     sys.executable, "-m", "contacts", "api", env=env, stdout=log, stderr=log
                 )
             try:
-                base_url = f"http://127.0.0.1:{port}"
-                await wait_ready(base_url, api, within=60)
-                return await measure(base_url, ids, args.rates, args.seconds, args.warmup)
+                await wait_ready(f"http://127.0.0.1:{port}", api, within=60)
+                return await measure(
+                    port,
+                    ids,
+                    rates=args.rates,
+                    seconds=args.seconds,
+                    warmup=args.warmup,
+                    connections=args.connections,
+                )
             finally:
                 api.terminate()
                 await api.wait()
@@ -288,11 +349,14 @@ def main() -> None:
     parser.add_argument(
         "--rates",
         type=lambda text: [float(rate) for rate in text.split(",")],
-        default=[25.0, 50.0, 100.0],
+        default=[50.0, 100.0, 150.0, 200.0],
         help="requests per second, comma-separated (each endpoint runs at each)",
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first")
+    parser.add_argument(
+        "--connections", type=int, default=32, help="keep-alive connections of the generator"
+    )
     args = parser.parse_args()
     console = Console()
     run_dir = Path(tempfile.mkdtemp(prefix="esquadrao-bench-contacts-"))
@@ -303,7 +367,7 @@ def main() -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
     table = Table(
         title=f"Contacts API, open loop ({os.cpu_count()} cores, {args.contacts:,} contacts, "
-        f"{args.seconds:g} s per run)",
+        f"{args.seconds:g} s per run, {args.connections} connections)",
         title_justify="left",
     )
     columns = ("endpoint", "target/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "max ms")

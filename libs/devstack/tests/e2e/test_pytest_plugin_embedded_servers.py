@@ -1,17 +1,33 @@
 """Without server URLs in the environment, the plugin embeds the servers for the session."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 pytestmark = pytest.mark.e2e
 
-SESSION_TESTS = textwrap.dedent(
+#: Printed by each session below: the pids and names of the session's child processes.
+CHILDREN = textwrap.dedent(
+    """
+    import json
+    import psutil
+
+
+    def print_children():
+        children = psutil.Process().children(recursive=True)
+        described = [{"pid": p.pid, "name": p.name(), "cmdline": p.cmdline()} for p in children]
+        print("CHILDREN", json.dumps(described))
+    """
+)
+
+SESSION_TESTS = CHILDREN + textwrap.dedent(
     """
     import asyncpg
     from redis.asyncio import Redis
@@ -27,20 +43,32 @@ SESSION_TESTS = textwrap.dedent(
         assert await client.ping()
         await client.aclose()
         print("EMBEDDED", infra.kafka_bootstrap, infra.postgres_url, infra.redis_url)
+        print_children()
     """
 )
 
 
-def test_a_session_without_urls_embeds_and_cleans_up_its_servers(tmp_path: Path) -> None:
-    (tmp_path / "test_session.py").write_text(SESSION_TESTS)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL", "REDIS_URL")
-    }
-    before = {p.pid for p in psutil.process_iter()}
+SIMULATOR_TESTS = CHILDREN + textwrap.dedent(
+    """
+    from esquadrao_wasim.client import SimulatorControl
 
-    result = subprocess.run(
+
+    async def test_simulator(whatsapp_simulator):
+        async with SimulatorControl(whatsapp_simulator) as control:
+            assert (await control.health())["status"] == "ok"
+        print("SIMULATOR", whatsapp_simulator)
+        print_children()
+    """
+)
+
+URL_VARIABLES = ("KAFKA_BOOTSTRAP", "DATABASE_URL", "REDIS_URL", "WHATSAPP_SIMULATOR_URL")
+
+
+def _run_session(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` as a test session of its own, without any server URL given."""
+    (tmp_path / "test_session.py").write_text(source)
+    env = {k: v for k, v in os.environ.items() if k not in URL_VARIABLES}
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -68,12 +96,43 @@ def test_a_session_without_urls_embeds_and_cleans_up_its_servers(tmp_path: Path)
         timeout=60,
     )
 
+
+def _children(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """The child processes the session reported while it ran."""
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("CHILDREN ")]
+    children: list[dict[str, Any]] = json.loads(line.removeprefix("CHILDREN "))
+    return children
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_a_session_without_urls_embeds_and_cleans_up_its_servers(tmp_path: Path) -> None:
+    result = _run_session(tmp_path, SESSION_TESTS)
+
     assert result.returncode == 0, result.stdout + result.stderr
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("EMBEDDED")]
     assert "127.0.0.1" in line
-    leftovers = [
-        p.name()
-        for p in psutil.process_iter()
-        if p.pid not in before and p.name() in ("tansu", "postgres", "redis-server")
-    ]
-    assert leftovers == []
+    children = _children(result)
+    assert {"tansu", "postgres", "redis-server"} <= {child["name"] for child in children}
+    assert not any("esquadrao_wasim" in child["cmdline"] for child in children)
+    assert _alive([child["pid"] for child in children]) == []
+
+
+def test_a_session_asking_for_the_simulator_embeds_and_stops_it(tmp_path: Path) -> None:
+    result = _run_session(tmp_path, SIMULATOR_TESTS)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("SIMULATOR")]
+    assert line.startswith("SIMULATOR http://127.0.0.1:")
+    children = _children(result)
+    assert [child["cmdline"][2] for child in children] == ["esquadrao_wasim"]
+    assert _alive([child["pid"] for child in children]) == []

@@ -19,12 +19,15 @@ from aiokafka.errors import KafkaError
 from esquadrao_common.kafka.catalog import Catalog
 from esquadrao_devstack.pytest_plugin import Infra
 from esquadrao_devstack.services import ServiceSpec
+from esquadrao_wasim.process import simulator_answers
 from redis.asyncio import Redis
 
 pytestmark = pytest.mark.e2e
 
-URL_VARIABLES = ("KAFKA_BOOTSTRAP", "DATABASE_URL", "REDIS_URL")
+URL_VARIABLES = ("KAFKA_BOOTSTRAP", "DATABASE_URL", "REDIS_URL", "WHATSAPP_SIMULATOR_URL")
 SERVER_BINARIES = {"tansu", "postgres", "redis-server"}
+#: The last of the ``export`` lines ``infra`` prints.
+LAST_EXPORT = "export WHATSAPP_SIMULATOR_URL="
 
 
 def _environment(**given: str) -> dict[str, str]:
@@ -138,6 +141,10 @@ def _server_names(processes: list[psutil.Process]) -> set[str]:
     return {process.name() for process in processes} & SERVER_BINARIES
 
 
+def _simulators(processes: list[psutil.Process]) -> list[psutil.Process]:
+    return [process for process in processes if "esquadrao_wasim" in process.cmdline()]
+
+
 async def _topics(bootstrap: str) -> set[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -151,10 +158,12 @@ async def test_infra_prints_exports_serves_them_and_stops_cleanly_on_sigint(
     start_cli: StartCli, repo: Path
 ) -> None:
     supervisor = await start_cli("infra")
-    await supervisor.read_until("export REDIS_URL=")
+    await supervisor.read_until(LAST_EXPORT)
     exports = supervisor.exports()
     children = supervisor.descendants()
     assert _server_names(children) == SERVER_BINARIES
+    assert len(_simulators(children)) == 1
+    assert await simulator_answers(exports["WHATSAPP_SIMULATOR_URL"])
 
     assert {s.name for s in Catalog.load().all_topics()} <= await _topics(
         exports["KAFKA_BOOTSTRAP"]
@@ -178,13 +187,15 @@ async def test_infra_prints_exports_serves_them_and_stops_cleanly_on_sigint(
     assert await supervisor.exit_status() == 0, supervisor.stderr()
     assert await _all_gone(children, within=1.0) == []
     assert (repo / ".run" / "postgres" / "data" / "PG_VERSION").exists()
+    assert (repo / ".run" / "wasim" / "data" / "wasim.sqlite3").exists()
 
 
 async def test_children_die_with_a_killed_supervisor(start_cli: StartCli) -> None:
     supervisor = await start_cli("infra")
-    await supervisor.read_until("export REDIS_URL=")
+    await supervisor.read_until(LAST_EXPORT)
     children = supervisor.descendants()
     assert _server_names(children) == SERVER_BINARIES
+    assert len(_simulators(children)) == 1
 
     supervisor.process.kill()
     await supervisor.exit_status()
@@ -193,7 +204,7 @@ async def test_children_die_with_a_killed_supervisor(start_cli: StartCli) -> Non
 
 
 async def test_given_servers_are_exported_as_they_are_and_nothing_is_started(
-    start_cli: StartCli, infra: Infra
+    start_cli: StartCli, infra: Infra, whatsapp_simulator: str
 ) -> None:
     supervisor = await start_cli(
         "infra",
@@ -201,14 +212,16 @@ async def test_given_servers_are_exported_as_they_are_and_nothing_is_started(
             KAFKA_BOOTSTRAP=infra.kafka_bootstrap,
             DATABASE_URL=infra.postgres_url,
             REDIS_URL=infra.redis_url,
+            WHATSAPP_SIMULATOR_URL=whatsapp_simulator,
         ),
     )
-    await supervisor.read_until("export REDIS_URL=")
+    await supervisor.read_until(LAST_EXPORT)
 
     assert supervisor.exports() == {
         "KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
         "DATABASE_URL": infra.postgres_url,
         "REDIS_URL": infra.redis_url,
+        "WHATSAPP_SIMULATOR_URL": whatsapp_simulator,
     }
     assert supervisor.descendants() == []
     supervisor.process.send_signal(signal.SIGTERM)
@@ -272,6 +285,7 @@ async def test_run_starts_registered_services_with_their_database_and_stops_them
     env = json.loads((reports / "all.json").read_text())["env"]
     assert env["KAFKA_ENABLE_IDEMPOTENCE"] == "false"
     assert env["HTTP_PORT"] == str(spec.http_port)
+    assert await simulator_answers(env["WHATSAPP_SIMULATOR_URL"])
     connection = await asyncpg.connect(env["DATABASE_URL"])
     try:
         assert await connection.fetchval("SELECT current_database()") == "esquadrao_fakesvc"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -18,6 +19,9 @@ from esquadrao_devstack.process import ChildProcess, free_port, unprivileged_acc
 from esquadrao_devstack.pytest_plugin import Infra
 from esquadrao_devstack.servers import postgres_install_dir
 from esquadrao_devstack.stack import SERVICES, Component, LocalStack, StackConfig
+from esquadrao_wasim.client import SimulatorControl
+from esquadrao_wasim.process import simulator_answers
+from esquadrao_wasim.testing import register_cloud_number, text_message
 from redis.asyncio import Redis
 
 pytestmark = pytest.mark.integration
@@ -63,7 +67,7 @@ async def test_every_embedded_server_answers_and_stops_without_leftovers(run_dir
     await stack.start()
     pids = [server.process.pid for server in stack.embedded if server.process is not None]
     try:
-        assert len(pids) == 3
+        assert len(pids) == 4
 
         admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
         await admin.start()
@@ -103,12 +107,33 @@ async def test_every_embedded_server_answers_and_stops_without_leftovers(run_dir
             assert await redis.ping() is True
         finally:
             await redis.aclose()
+
+        assert await simulator_answers(stack.whatsapp_simulator_url)
     finally:
         await stack.stop()
 
     assert _gone(pids)
     assert (run_dir / "postgres" / "data" / "PG_VERSION").exists()
     assert (run_dir / "kafka" / "log").read_text()
+    assert (run_dir / "wasim" / "data" / "wasim.sqlite3").exists()
+
+
+async def test_the_simulator_keeps_its_witness_records_across_restarts(run_dir: Path) -> None:
+    stack = LocalStack(run_dir, StackConfig(), components=[Component.SIMULATOR])
+    async with stack:
+        async with SimulatorControl(stack.whatsapp_simulator_url) as control:
+            number = await register_cloud_number(control, "7007")
+            async with httpx.AsyncClient() as http:
+                response = await number.send(http, text_message("+5511988887777", "m-kept"))
+        assert response.status_code == 200
+        assert stack.simulator is not None and stack.simulator.process is not None
+        first_pid = stack.simulator.process.pid
+
+    async with stack, SimulatorControl(stack.whatsapp_simulator_url) as control:
+        kept = await control.accepted_count("m-kept")
+
+    assert kept == 1
+    assert _gone([first_pid])
 
 
 async def test_postgres_starts_again_after_it_was_killed(run_dir: Path) -> None:
@@ -162,11 +187,14 @@ async def test_a_postmaster_left_running_on_the_data_directory_is_replaced(
         await leftover.stop()
 
 
-async def test_given_servers_are_used_and_nothing_is_started(run_dir: Path, infra: Infra) -> None:
+async def test_given_servers_are_used_and_nothing_is_started(
+    run_dir: Path, infra: Infra, whatsapp_simulator: str
+) -> None:
     given = StackConfig(
         kafka_bootstrap=infra.kafka_bootstrap,
         postgres_url=infra.postgres_url,
         redis_url=infra.redis_url,
+        whatsapp_simulator_url=whatsapp_simulator,
     )
     stack = LocalStack(run_dir, given, create_databases=False)
     children_before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -177,6 +205,7 @@ async def test_given_servers_are_used_and_nothing_is_started(run_dir: Path, infr
         assert stack.kafka_bootstrap == infra.kafka_bootstrap
         assert stack.postgres_url == infra.postgres_url
         assert stack.redis_url == infra.redis_url
+        assert stack.whatsapp_simulator_url == whatsapp_simulator
         assert await stack.ensure_topics() == []  # the catalog's topics exist already
 
     assert os.listdir(run_dir) == []

@@ -4,6 +4,7 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from esquadrao_devstack.pytest_plugin import Infra, MakeTopics
+from esquadrao_wasim.client import SimulatorControl
 from redis.asyncio import Redis
 
 pytestmark = pytest.mark.integration
@@ -48,3 +49,9 @@ async def test_redis_url_answers(redis_url: str) -> None:
         assert await client.ping() is True
     finally:
         await client.aclose()
+
+
+async def test_whatsapp_simulator_is_a_running_simulator(whatsapp_simulator: str) -> None:
+    assert whatsapp_simulator.startswith("http://")
+    async with SimulatorControl(whatsapp_simulator) as control:
+        assert (await control.health())["status"] == "ok"

@@ -15,6 +15,7 @@ import asyncio
 import json
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -246,7 +247,8 @@ class SimulatorControl:
 
 def sessions_url(base_url: str, session_id: str) -> str:
     """The WebSocket URL of ``session_id`` on the simulator at ``base_url``."""
-    return "ws" + base_url.rstrip("/").removeprefix("http") + SESSIONS_PATH + session_id
+    base = "ws" + base_url.rstrip("/").removeprefix("http")
+    return base + SESSIONS_PATH + quote(session_id, safe="")
 
 
 class SimSession:

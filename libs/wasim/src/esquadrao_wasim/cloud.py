@@ -120,7 +120,8 @@ def graph_error(error: WhatsappError, details: str | None = None, **kwargs: Any)
 def _validation_details(error: ValidationError) -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"])
-    return f"{location}: {first['msg']}" if location else first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{location}: {message}" if location else message
 
 
 def _token(request: Request) -> str | None:

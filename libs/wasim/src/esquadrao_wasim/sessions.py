@@ -38,7 +38,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from enum import IntEnum
 from typing import Any, Literal
-from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -307,7 +306,7 @@ class SessionHub:
     # -- ASGI --------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session_id = unquote(scope["path"][len(SESSIONS_PATH) :])
+        session_id = scope["path"][len(SESSIONS_PATH) :]  # ASGI paths are decoded already
         if (await receive())["type"] != "websocket.connect":
             return
         if not session_id or "/" in session_id:
@@ -615,7 +614,8 @@ def _first_error(error: ValidationError | ValueError) -> str:
     if isinstance(error, ValidationError):
         first = error.errors()[0]
         location = ".".join(str(part) for part in first["loc"])
-        return f"{location}: {first['msg']}"
+        message = first["msg"].removeprefix("Value error, ")
+        return f"{location}: {message}" if location else message
     return str(error)
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -110,24 +108,22 @@ PARENT = textwrap.dedent(
 
 
 async def test_the_simulator_dies_with_a_killed_parent(tmp_path: Path) -> None:
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, str(tmp_path / "wasim")],
-        stdout=subprocess.PIPE,
-        env={**os.environ},
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PARENT, str(tmp_path / "wasim"), stdout=asyncio.subprocess.PIPE
     )
     try:
         assert parent.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(parent.stdout.readline), 30)
+        line = await asyncio.wait_for(parent.stdout.readline(), 30)
         child = psutil.Process(json.loads(line)["pid"])
         assert child.is_running()
 
         parent.kill()
-        parent.wait()
+        await parent.wait()
 
         gone, alive = await asyncio.to_thread(psutil.wait_procs, [child], 10)
         assert alive == []
         assert [process.pid for process in gone] == [child.pid]
     finally:
-        if parent.poll() is None:
+        if parent.returncode is None:
             parent.kill()
-            parent.wait()
+            await parent.wait()
