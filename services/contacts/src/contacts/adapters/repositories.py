@@ -19,9 +19,12 @@ from typing import Any, Final
 
 from esquadrao_common.pagination import keyset_page
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Select,
+    Text,
     and_,
+    any_,
     bindparam,
     delete,
     exists,
@@ -47,8 +50,6 @@ from contacts.domain.lists import ContactList
 from contacts.domain.model import Contact, CustomFieldDefinition, fold
 from contacts.domain.optout import ConsentKeywords
 
-#: Rows per multi-row INSERT: 20 columns each stays well under Postgres's 32767 parameters.
-_INSERT_CHUNK: Final = 1000
 #: The contact columns a change may touch (everything but id, company and creation time).
 _MUTABLE_COLUMNS: Final = tuple(
     column.name
@@ -189,9 +190,14 @@ class ContactRepository:
         wanted = sorted(set(phones))
         if not wanted:
             return {}
+        # One array parameter (= ANY), not one parameter per phone: the statement's text is
+        # the same for every batch, so it is prepared once per connection.
         statement = (
             select(contacts)
-            .where(contacts.c.company_id == company_id, contacts.c.phone_e164.in_(wanted))
+            .where(
+                contacts.c.company_id == company_id,
+                contacts.c.phone_e164 == any_(bindparam("phones", wanted, type_=ARRAY(Text))),
+            )
             .order_by(contacts.c.phone_e164)
             .with_for_update()
         )
@@ -205,18 +211,19 @@ class ContactRepository:
         CONFLICT DO NOTHING``, after waiting for that transaction to end): the caller finds
         its id missing from the result and treats the phone as existing.
         """
-        inserted: set[str] = set()
+        if not new:
+            return set()
         ordered = sorted(new, key=lambda contact: contact.phone_e164)
-        for start in range(0, len(ordered), _INSERT_CHUNK):
-            chunk = ordered[start : start + _INSERT_CHUNK]
-            statement = (
-                insert(contacts)
-                .values([contact_values(contact) for contact in chunk])
-                .on_conflict_do_nothing(index_elements=["company_id", "phone_e164"])
-                .returning(contacts.c.id)
-            )
-            inserted.update(str(value) for value in (await self._session.scalars(statement)))
-        return inserted
+        # One statement executed for many rows: SQLAlchemy compiles it once and sends the
+        # rows as multi-row VALUES batches ("insertmanyvalues"), RETURNING included.
+        statement = (
+            insert(contacts)
+            .on_conflict_do_nothing(index_elements=["company_id", "phone_e164"])
+            .returning(contacts.c.id)
+        )
+        rows = [contact_values(contact) for contact in ordered]
+        result = await self._session.execute(statement, rows)
+        return {str(value) for value in result.scalars()}
 
     async def save(self, changed: Sequence[Contact]) -> None:
         """Write the current state of contacts loaded from this table (one statement)."""
