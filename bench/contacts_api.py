@@ -36,13 +36,11 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 from contacts.domain.model import ContactDraft
 from contacts.service_layer.contacts import upsert_drafts
@@ -50,9 +48,11 @@ from contacts.service_layer.unit_of_work import ContactsUnitOfWork
 from esquadrao_common.auth import Role, mint_token
 from esquadrao_common.db import Database
 from esquadrao_devstack.process import free_port
-from esquadrao_devstack.stack import LocalStack, StackConfig, libpq_url
+from esquadrao_devstack.stack import LocalStack, StackConfig
 from rich.console import Console
 from rich.table import Table
+
+from bench.support import drop_database, fresh_database
 
 COMPANY = "bench-company"
 SECRET = "contacts-benchmark-secret-0123456789abcdef"
@@ -162,24 +162,6 @@ async def open_loop(
         tasks.append(asyncio.create_task(fire(due, target())))
     await asyncio.gather(*tasks)
     return latencies, lags, errors, time.perf_counter() - start
-
-
-async def _fresh_database(server_url: str) -> str:
-    name = f"bench_contacts_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(server_url)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    return libpq_url(server_url, database=name)
-
-
-async def _drop_database(server_url: str, url: str) -> None:
-    connection = await asyncpg.connect(server_url)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await connection.close()
 
 
 async def seed(database_url: str, count: int) -> list[str]:
@@ -304,7 +286,7 @@ async def measure(
 async def run(args: argparse.Namespace, run_dir: Path, console: Console) -> list[RunResult]:
     stack = LocalStack(run_dir, StackConfig.from_env(), create_databases=False, durable=False)
     async with stack:
-        database_url = await _fresh_database(stack.postgres_url)
+        database_url = await fresh_database(stack.postgres_url, "bench_contacts")
         port = free_port()
         env = _service_env(database_url, stack, port)
         log_path = run_dir / "contacts-api.log"
@@ -340,7 +322,7 @@ async def run(args: argparse.Namespace, run_dir: Path, console: Console) -> list
                 api.terminate()
                 await api.wait()
         finally:
-            await _drop_database(stack.postgres_url, database_url)
+            await drop_database(stack.postgres_url, database_url)
 
 
 def main() -> None:

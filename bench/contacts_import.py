@@ -39,13 +39,11 @@ import shutil
 import tempfile
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import psutil
 from contacts.adapters.orm import contacts
 from contacts.bootstrap import MIGRATIONS
@@ -62,10 +60,12 @@ from esquadrao_common.kafka.producer import KafkaPublisher
 from esquadrao_common.migrations import upgrade
 from esquadrao_common.platform_tables import outbox_table
 from esquadrao_common.relay import OutboxRelay
-from esquadrao_devstack.stack import LocalStack, StackConfig, libpq_url
+from esquadrao_devstack.stack import LocalStack, StackConfig
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select, text
+
+from bench.support import drop_database, fresh_database
 
 COMPANY = "bench-import"
 #: The company of the traced import: a first import too, into a table that is not empty.
@@ -288,24 +288,6 @@ async def event_counts(database: Database) -> dict[str, int]:
     return counts
 
 
-async def _fresh_database(server_url: str) -> str:
-    name = f"bench_import_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(server_url)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    return libpq_url(server_url, database=name)
-
-
-async def _drop_database(server_url: str, url: str) -> None:
-    connection = await asyncpg.connect(server_url)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
 async def bench(args: argparse.Namespace, run_dir: Path) -> tuple[list[Run], dict[str, int]]:
     csv_path = run_dir / "contatos-100k.csv"
     started = time.perf_counter()
@@ -316,7 +298,7 @@ async def bench(args: argparse.Namespace, run_dir: Path) -> tuple[list[Run], dic
     )
     stack = LocalStack(run_dir, StackConfig.from_env(), create_databases=False, durable=False)
     async with stack:
-        url = await _fresh_database(stack.postgres_url)
+        url = await fresh_database(stack.postgres_url, "bench_import")
         settings = ContactsSettings(
             database_url=url, kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url
         )
@@ -355,7 +337,7 @@ async def bench(args: argparse.Namespace, run_dir: Path) -> tuple[list[Run], dic
             _check(events["unsent"] == 0, f"events not published: {events}")
         finally:
             await database.dispose()
-            await _drop_database(stack.postgres_url, url)
+            await drop_database(stack.postgres_url, url)
     return runs, events
 
 

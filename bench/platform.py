@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from esquadrao.contacts.v1.contacts_pb2 import Contact, ContactCreated, ContactEvent
@@ -43,9 +42,11 @@ from esquadrao_common.kafka.producer import KafkaPublisher
 from esquadrao_common.messaging import OutgoingRecord
 from esquadrao_common.platform_tables import platform_metadata
 from esquadrao_common.relay import OutboxRelay
-from esquadrao_devstack.stack import LocalStack, StackConfig, libpq_url
+from esquadrao_devstack.stack import LocalStack, StackConfig
 from rich.console import Console
 from rich.table import Table
+
+from bench.support import drop_database, fresh_database
 
 
 @dataclass(frozen=True)
@@ -141,27 +142,8 @@ def _event(n: int) -> ContactEvent:
     return event
 
 
-async def _fresh_database(server_url: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    connection = await asyncpg.connect(server_url)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    return libpq_url(server_url, database=name)
-
-
-async def _drop_database(server_url: str, url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    connection = await asyncpg.connect(server_url)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
 async def bench_outbox(bootstrap: str, server_url: str, rows: int) -> list[Figure]:
-    url = await _fresh_database(server_url)
+    url = await fresh_database(server_url, "bench")
     database = Database(url, pool_size=4)
     try:
         async with database.engine.begin() as connection:
@@ -194,11 +176,11 @@ async def bench_outbox(bootstrap: str, server_url: str, rows: int) -> list[Figur
         return [write, relay_figure]
     finally:
         await database.dispose()
-        await _drop_database(server_url, url)
+        await drop_database(server_url, url)
 
 
 async def bench_consumer_runtime(bootstrap: str, server_url: str, records: int) -> Figure:
-    url = await _fresh_database(server_url)
+    url = await fresh_database(server_url, "bench")
     database = Database(url, pool_size=4)
     try:
         async with database.engine.begin() as connection:
@@ -249,7 +231,7 @@ async def bench_consumer_runtime(bootstrap: str, server_url: str, records: int) 
         return Figure("consumer runtime (claim + handle + commit)", records, elapsed, "records/s")
     finally:
         await database.dispose()
-        await _drop_database(server_url, url)
+        await drop_database(server_url, url)
 
 
 async def _run(args: argparse.Namespace, run_dir: Path) -> list[Figure]:
