@@ -251,13 +251,17 @@ class OutboxRelay:
             name="outbox-listener",
         )
         failures = 0
-        last_cleanup = 0.0
+        last_cleanup = last_measure = 0.0
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
                 try:
                     await self.publish_pending()
-                    await self.measure_backlog()
+                    # Every writer's commit wakes the relay; counting the backlog on
+                    # each wake would add a query per commit under load.
+                    if time.monotonic() - last_measure >= self.poll_interval:
+                        await self.measure_backlog()
+                        last_measure = time.monotonic()
                     if time.monotonic() - last_cleanup >= self.cleanup_interval:
                         await self.cleanup()
                         last_cleanup = time.monotonic()
