@@ -45,6 +45,13 @@ class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SESSION_STATE_RECONNECTING: _ClassVar[SessionState]
     SESSION_STATE_FAILED: _ClassVar[SessionState]
     SESSION_STATE_BANNED: _ClassVar[SessionState]
+
+class BreakerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BREAKER_STATE_UNSPECIFIED: _ClassVar[BreakerState]
+    BREAKER_STATE_CLOSED: _ClassVar[BreakerState]
+    BREAKER_STATE_OPEN: _ClassVar[BreakerState]
+    BREAKER_STATE_HALF_OPEN: _ClassVar[BreakerState]
 MESSAGE_KIND_UNSPECIFIED: MessageKind
 MESSAGE_KIND_TEXT: MessageKind
 MESSAGE_KIND_IMAGE: MessageKind
@@ -72,6 +79,10 @@ SESSION_STATE_DISCONNECTED: SessionState
 SESSION_STATE_RECONNECTING: SessionState
 SESSION_STATE_FAILED: SessionState
 SESSION_STATE_BANNED: SessionState
+BREAKER_STATE_UNSPECIFIED: BreakerState
+BREAKER_STATE_CLOSED: BreakerState
+BREAKER_STATE_OPEN: BreakerState
+BREAKER_STATE_HALF_OPEN: BreakerState
 
 class MediaRef(_message.Message):
     __slots__ = ("ref", "mime_type", "sha256", "caption", "filename")
@@ -169,14 +180,32 @@ class SessionStateChanged(_message.Message):
     phone_e164: str
     def __init__(self, session_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., previous_state: _Optional[_Union[SessionState, str]] = ..., reason: _Optional[str] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phone_e164: _Optional[str] = ...) -> None: ...
 
+class SessionHealthChanged(_message.Message):
+    __slots__ = ("session_id", "breaker_state", "previous_breaker_state", "reason", "error", "changed_at")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    breaker_state: BreakerState
+    previous_breaker_state: BreakerState
+    reason: str
+    error: ProviderError
+    changed_at: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., breaker_state: _Optional[_Union[BreakerState, str]] = ..., previous_breaker_state: _Optional[_Union[BreakerState, str]] = ..., reason: _Optional[str] = ..., error: _Optional[_Union[ProviderError, _Mapping]] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class WhatsappEvent(_message.Message):
-    __slots__ = ("envelope", "message_received", "message_status_changed", "session_state_changed")
+    __slots__ = ("envelope", "message_received", "message_status_changed", "session_state_changed", "session_health_changed")
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_STATUS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     SESSION_STATE_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    SESSION_HEALTH_CHANGED_FIELD_NUMBER: _ClassVar[int]
     envelope: _envelope_pb2.Envelope
     message_received: MessageReceived
     message_status_changed: MessageStatusChanged
     session_state_changed: SessionStateChanged
-    def __init__(self, envelope: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., message_received: _Optional[_Union[MessageReceived, _Mapping]] = ..., message_status_changed: _Optional[_Union[MessageStatusChanged, _Mapping]] = ..., session_state_changed: _Optional[_Union[SessionStateChanged, _Mapping]] = ...) -> None: ...
+    session_health_changed: SessionHealthChanged
+    def __init__(self, envelope: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., message_received: _Optional[_Union[MessageReceived, _Mapping]] = ..., message_status_changed: _Optional[_Union[MessageStatusChanged, _Mapping]] = ..., session_state_changed: _Optional[_Union[SessionStateChanged, _Mapping]] = ..., session_health_changed: _Optional[_Union[SessionHealthChanged, _Mapping]] = ...) -> None: ...

@@ -183,3 +183,78 @@ class ProviderEvents(Protocol):
     async def inbound(self, message: InboundMessage) -> None: ...
 
     async def status(self, update: StatusUpdate) -> None: ...
+
+
+# --- connection-oriented providers ----------------------------------------------------------
+
+
+class CloseKind(enum.Enum):
+    """Why a provider connection ended, and so what the session's state machine does next.
+
+    ``DISCONNECTED``
+        The link dropped (network, keep-alive timeout, server restart, random drop):
+        reconnect with backoff.
+    ``REPLACED``
+        Another connection took the session over (a second owner, or the same phone
+        opening WhatsApp Web elsewhere): do not fight it; stop and report.
+    ``LOGGED_OUT``
+        The credentials were revoked: they are forgotten and the session pairs again.
+    ``BANNED``
+        WhatsApp banned the number: terminal until an operator acts.
+    ``CLOSED``
+        We closed it (stop, ownership moved, shutdown).
+    """
+
+    DISCONNECTED = "disconnected"
+    REPLACED = "replaced"
+    LOGGED_OUT = "logged_out"
+    BANNED = "banned"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """How a connection ended: the kind, the provider's words, and its close code if any."""
+
+    kind: CloseKind
+    reason: str = ""
+    code: int | None = None
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """What a phone needs to link a session: a QR payload and a typed pairing code."""
+
+    qr: str
+    code: str
+    expires_in_s: float
+
+
+class ConnectionListener(ProviderEvents, Protocol):
+    """What a connection tells its session, besides inbound messages and receipts.
+
+    ``connected`` gives the number's phone and, when the session just paired, the new
+    credentials to save (encrypted) so the next connection resumes without pairing.
+    """
+
+    async def pairing(self, pairing: Pairing) -> None: ...
+
+    async def connected(self, phone_e164: str, new_credentials: str | None) -> None: ...
+
+
+class SessionConnection(Provider, Protocol):
+    """One live connection of a connection-oriented session (``sim``, WhatsApp-Web-like).
+
+    :meth:`run` connects, authenticates with the saved credentials (or pairs), keeps the
+    connection alive, feeds pushed traffic to the listener, and returns how the connection
+    ended; it raises ``OSError`` (or a subclass) when it could not connect at all.
+    :meth:`send` works only while connected and raises :class:`ProviderFailure` otherwise
+    (kind TRANSIENT, retryable, outcome known: nothing was handed over). When the
+    connection drops while a send waits for its acknowledgement, the send raises
+    ``ProviderFailure(TRANSIENT, outcome_unknown=True)``. :meth:`close` ends :meth:`run`
+    (kind CLOSED) and is idempotent. A connection runs once; reconnecting is a new one.
+    """
+
+    async def run(self) -> ConnectionClosed: ...
+
+    async def close(self) -> None: ...

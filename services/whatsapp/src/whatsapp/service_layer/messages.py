@@ -1,0 +1,395 @@
+"""Handlers of the send ledger: accepting commands, handing entries over, recording what
+the provider said, and applying receipts and inbound messages.
+
+Every handler works in the unit of work it is given and never commits: state and events
+go together. See :mod:`whatsapp.domain.ledger` for the claim → send → record protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from esquadrao.common.v1.envelope_pb2 import Envelope
+from esquadrao.whatsapp.v1 import commands_pb2
+from esquadrao_common.resilience.backoff import backoff_ceiling
+from prometheus_client import Counter
+
+from whatsapp.domain.events import (
+    EVENTS_TOPIC,
+    message_received,
+    message_status_changed,
+    routed_command,
+)
+from whatsapp.domain.ledger import LedgerEntry, Origin, Priority
+from whatsapp.domain.messages import (
+    InboundMessage,
+    MessageStatus,
+    ProviderError,
+    StatusUpdate,
+    advance,
+    outbound_from_command,
+)
+from whatsapp.domain.provider import FailureKind, ProviderFailure, SendAccepted
+from whatsapp.domain.sessions import Session, SessionState
+from whatsapp.service_layer.unit_of_work import WhatsappUnitOfWork
+
+log = logging.getLogger(__name__)
+
+STATUS_CHANGES = Counter(
+    "esquadrao_whatsapp_message_status_changes",
+    "Ledger status changes, by the status reached.",
+    ["status"],
+)
+IGNORED_CALLBACKS = Counter(
+    "esquadrao_whatsapp_ignored_callbacks",
+    "Receipts that changed nothing, by why (duplicate or late: 'stale'; no such message: "
+    "'unknown_message').",
+    ["reason"],
+)
+
+
+class Accepted(StrEnum):
+    """What became of a ``SendMessage`` command."""
+
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    ROUTED = "routed"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class RejectedCommand:
+    """Why a command cannot be sent at all (it still gets a FAILED entry and event)."""
+
+    code: str
+    detail: str
+
+
+def _change(
+    uow: WhatsappUnitOfWork,
+    entry: LedgerEntry,
+    new: MessageStatus,
+    now: datetime,
+    *,
+    causation_id: str | None = None,
+) -> bool:
+    """Move ``entry`` to ``new`` if the forward-only rule allows; stage the event."""
+    previous = entry.status
+    reached = advance(previous, new)
+    if reached is previous:
+        return False
+    entry.status = reached
+    entry.updated_at = now
+    key, event = message_status_changed(entry, previous, now, causation_id=causation_id)
+    uow.stage(EVENTS_TOPIC, key, event)
+    STATUS_CHANGES.labels(reached.name.lower()).inc()
+    return True
+
+
+def _entry_for(
+    command: commands_pb2.SendMessage,
+    company_id: str,
+    priority: Priority,
+    session_id: str,
+    now: datetime,
+) -> LedgerEntry:
+    not_after = (
+        command.not_after.ToDatetime(tzinfo=now.tzinfo) if command.HasField("not_after") else None
+    )
+    return LedgerEntry(
+        message_id=command.message_id,
+        company_id=company_id,
+        session_id=session_id,
+        to_phone_e164=command.to_phone_e164,
+        command=command.SerializeToString(),
+        priority=priority,
+        status=MessageStatus.UNSPECIFIED,
+        queued_at=now,
+        updated_at=now,
+        origin=Origin.from_proto(command.origin),
+        pool_id=command.pool_id,
+        not_after=not_after,
+    )
+
+
+def healthy(session: Session) -> bool:
+    """Whether a pool may route to ``session``: running, connected, breaker closed."""
+    return (
+        session.deleted_at is None
+        and session.desired_running
+        and session.state is SessionState.CONNECTED
+        and session.breaker_state == "closed"
+    )
+
+
+async def choose_pool_member(
+    uow: WhatsappUnitOfWork, company_id: str, pool_id: str
+) -> Session | None:
+    """A healthy member of the pool: lowest ``pool_priority`` first, then the one with
+    the fewest queued messages (so a pool spreads its load instead of piling it on one
+    number)."""
+    members = [member for member in await uow.sessions.pool_members(company_id, pool_id)]
+    candidates = [member for member in members if healthy(member)]
+    if not candidates:
+        return None
+    best = min(member.pool_priority for member in candidates)
+    tier = [member for member in candidates if member.pool_priority == best]
+    backlog = await uow.ledger.queued_by_session([member.id for member in tier])
+    return min(tier, key=lambda member: (backlog.get(member.id, 0), member.id))
+
+
+async def accept_command(
+    uow: WhatsappUnitOfWork,
+    command: commands_pb2.SendMessage,
+    envelope: Envelope,
+    priority: Priority,
+    source_topic: str,
+    now: datetime,
+) -> Accepted:
+    """Take a ``SendMessage`` into the ledger, once per message id.
+
+    * A known message id changes nothing (DUPLICATE): no second entry, no second send.
+    * A command naming a pool and no session is re-published on ``source_topic`` keyed by
+      the chosen healthy member (ROUTED), so the member's owner takes it in; with no
+      healthy member it fails at once with ``no_healthy_session``.
+    * A command that cannot be sent (no such session of the company, invalid content,
+      already past ``not_after``) gets an entry in a terminal status and its event
+      (REJECTED): the sender learns why through the same status stream.
+    """
+    company_id = envelope.company_id
+    if not command.session_id and command.pool_id:
+        member = await choose_pool_member(uow, company_id, command.pool_id)
+        if member is not None:
+            uow.stage(source_topic, member.id, routed_command(command, member.id, envelope))
+            return Accepted.ROUTED
+        return await _reject(
+            uow,
+            _entry_for(command, company_id, priority, _NO_SESSION, now),
+            RejectedCommand("no_healthy_session", f"no healthy session in pool {command.pool_id}"),
+            now,
+            envelope,
+        )
+    entry = _entry_for(command, company_id, priority, command.session_id or _NO_SESSION, now)
+    problem = await _problem_with(uow, command, company_id)
+    if problem is not None:
+        return await _reject(uow, entry, problem, now, envelope)
+    if entry.expired(now):
+        entry.status = MessageStatus.QUEUED
+        if not await uow.ledger.add(entry):
+            return Accepted.DUPLICATE
+        _change(uow, entry, MessageStatus.EXPIRED, now, causation_id=envelope.event_id)
+        await uow.ledger.save(entry)
+        return Accepted.REJECTED
+    entry.status = MessageStatus.QUEUED
+    if not await uow.ledger.add(entry):
+        return Accepted.DUPLICATE
+    key, event = message_status_changed(
+        entry, MessageStatus.UNSPECIFIED, now, causation_id=envelope.event_id
+    )
+    uow.stage(EVENTS_TOPIC, key, event)
+    STATUS_CHANGES.labels("queued").inc()
+    return Accepted.QUEUED
+
+
+#: Session id of entries that never had one (a bad command, an unroutable pool send).
+_NO_SESSION = "00000000-0000-0000-0000-000000000000"
+
+
+async def _problem_with(
+    uow: WhatsappUnitOfWork, command: commands_pb2.SendMessage, company_id: str
+) -> RejectedCommand | None:
+    if not command.message_id:
+        return RejectedCommand("invalid_command", "message_id is required")
+    try:
+        outbound_from_command(command)
+    except ValueError as error:
+        return RejectedCommand("invalid_command", str(error))
+    session = None
+    if _is_uuid(command.session_id):
+        session = await uow.sessions.get(command.session_id, company_id=company_id)
+    if session is None or session.deleted_at is not None:
+        return RejectedCommand("unknown_session", f"no session {command.session_id!r}")
+    return None
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+async def _reject(
+    uow: WhatsappUnitOfWork,
+    entry: LedgerEntry,
+    problem: RejectedCommand,
+    now: datetime,
+    envelope: Envelope,
+) -> Accepted:
+    if not entry.message_id:
+        log.warning("dropping a SendMessage without message_id: %s", problem.detail)
+        return Accepted.REJECTED
+    entry.status = MessageStatus.QUEUED
+    if not await uow.ledger.add(entry):
+        return Accepted.DUPLICATE
+    entry.error = ProviderError(code=problem.code, title=problem.detail)
+    _change(uow, entry, MessageStatus.FAILED, now, causation_id=envelope.event_id)
+    await uow.ledger.save(entry)
+    return Accepted.REJECTED
+
+
+async def claim(
+    uow: WhatsappUnitOfWork, session_id: str, now: datetime, limit: int
+) -> list[LedgerEntry]:
+    """Expire what is past ``not_after``, then take up to ``limit`` due entries."""
+    for entry in await uow.ledger.expire_due(session_id, now):
+        _change(uow, entry, MessageStatus.EXPIRED, now)
+        await uow.ledger.save(entry)
+    return await uow.ledger.claim(session_id, now, limit)
+
+
+async def record_sent(
+    uow: WhatsappUnitOfWork, entry: LedgerEntry, accepted: SendAccepted, now: datetime
+) -> None:
+    """The provider accepted ``entry``: SENT, with its provider id."""
+    current = await uow.ledger.get(entry.message_id, lock=True)
+    if current is None or current.sending_since is None:
+        # Resolved meanwhile (declared UNKNOWN by a new owner): the provider got it once,
+        # and that is all that matters; the status stays as decided.
+        log.warning("send of %s finished after it was resolved", entry.message_id)
+        return
+    current.sending_since = None
+    current.provider_message_id = accepted.provider_message_id
+    current.attempts += 1
+    _change(uow, current, MessageStatus.SENT, now)
+    await uow.ledger.save(current)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try a refused message again: ``delay(attempt)`` seconds later, at most
+    ``max_attempts`` attempts in all."""
+
+    max_attempts: int
+    base_s: float = 1.0
+    cap_s: float = 300.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        backoff = backoff_ceiling(max(0, attempt - 1), self.base_s, self.cap_s)
+        return max(backoff, retry_after or 0.0)
+
+
+async def record_failure(
+    uow: WhatsappUnitOfWork,
+    entry: LedgerEntry,
+    failure: ProviderFailure,
+    now: datetime,
+    retry: RetryPolicy,
+) -> MessageStatus:
+    """The provider refused ``entry`` (or we cannot tell): decide its fate.
+
+    * outcome unknown → UNKNOWN (never re-sent on its own);
+    * retryable and attempts left → back to the queue after a backoff (status unchanged);
+    * AUTH → back to the queue, no attempt counted: the session fails until an operator
+      fixes its credentials, and the message goes when it restarts (or expires);
+    * otherwise → FAILED with the provider's error.
+    """
+    current = await uow.ledger.get(entry.message_id, lock=True)
+    if current is None or current.sending_since is None:
+        return current.status if current is not None else MessageStatus.UNSPECIFIED
+    current.sending_since = None
+    if failure.outcome_unknown:
+        current.attempts += 1
+        current.error = failure.error
+        _change(uow, current, MessageStatus.UNKNOWN, now)
+    elif failure.kind is FailureKind.AUTH:
+        current.updated_at = now
+    elif failure.retryable and current.attempts + 1 < retry.max_attempts:
+        current.attempts += 1
+        delay = retry.delay(current.attempts, failure.retry_after)
+        current.next_attempt_at = now + timedelta(seconds=delay)
+        current.updated_at = now
+    else:
+        current.attempts += 1
+        current.error = failure.error
+        _change(uow, current, MessageStatus.FAILED, now)
+    await uow.ledger.save(current)
+    return current.status
+
+
+async def release(uow: WhatsappUnitOfWork, entry: LedgerEntry, now: datetime) -> None:
+    """Give a claimed entry back untouched (never handed to the provider: e.g. its
+    recipient's pair limit refused it, or the session stopped before its turn)."""
+    current = await uow.ledger.get(entry.message_id, lock=True)
+    if current is None or current.sending_since is None:
+        return
+    current.sending_since = None
+    current.next_attempt_at = entry.next_attempt_at
+    current.updated_at = now
+    await uow.ledger.save(current)
+
+
+async def resolve_in_flight(uow: WhatsappUnitOfWork, session_ids: list[str], now: datetime) -> int:
+    """Entries a previous driver claimed and never resolved become UNKNOWN.
+
+    Called when sessions are adopted (a new owner, or a restart), before any new claim.
+    Returns how many there were.
+    """
+    entries = await uow.ledger.in_flight(session_ids)
+    for entry in entries:
+        entry.sending_since = None
+        entry.error = ProviderError(
+            code="outcome_unknown",
+            title="the worker sending it stopped before the provider's answer was recorded",
+        )
+        _change(uow, entry, MessageStatus.UNKNOWN, now)
+        await uow.ledger.save(entry)
+    return len(entries)
+
+
+async def apply_status(
+    uow: WhatsappUnitOfWork, session_id: str, update: StatusUpdate, now: datetime
+) -> bool:
+    """A provider receipt: move the message forward if it does; whether it did.
+
+    Found by our message id when the provider echoes it, else by the provider's id.
+    Duplicate, late and out-of-order receipts change nothing (forward-only rule).
+    """
+    entry = None
+    if update.message_id:
+        entry = await uow.ledger.get(update.message_id, lock=True)
+        if entry is not None and entry.session_id != session_id:
+            entry = None
+    if entry is None:
+        entry = await uow.ledger.by_provider_id(session_id, update.provider_message_id, lock=True)
+    if entry is None:
+        IGNORED_CALLBACKS.labels("unknown_message").inc()
+        return False
+    if not entry.provider_message_id:
+        entry.provider_message_id = update.provider_message_id
+    if update.error is not None:
+        entry.error = update.error
+    if not _change(uow, entry, update.status, update.occurred_at):
+        IGNORED_CALLBACKS.labels("stale").inc()
+        return False
+    entry.updated_at = now
+    await uow.ledger.save(entry)
+    return True
+
+
+async def record_inbound(
+    uow: WhatsappUnitOfWork, session: Session, message: InboundMessage, now: datetime
+) -> bool:
+    """A customer's message: publish ``MessageReceived`` once per provider id."""
+    if not await uow.inbound.remember(
+        session.id, message.provider_message_id, session.company_id, now
+    ):
+        return False
+    key, event = message_received(message, session.id, session.company_id, now)
+    uow.stage(EVENTS_TOPIC, key, event)
+    return True
