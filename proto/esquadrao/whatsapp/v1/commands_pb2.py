@@ -27,13 +27,15 @@ from esquadrao.whatsapp.v1 import whatsapp_pb2 as esquadrao_dot_whatsapp_dot_v1_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$esquadrao/whatsapp/v1/commands.proto\x12\x15\x65squadrao.whatsapp.v1\x1a\"esquadrao/common/v1/envelope.proto\x1a$esquadrao/whatsapp/v1/whatsapp.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\x0bTextContent\x12\x0c\n\x04\x62ody\x18\x01 \x01(\t\x12\x13\n\x0bpreview_url\x18\x02 \x01(\x08\"J\n\x0fTemplateContent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x17\n\x0f\x62ody_parameters\x18\x03 \x03(\t\"\x83\x01\n\x0cMediaContent\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".esquadrao.whatsapp.v1.MessageKind\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x11\n\tmime_type\x18\x05 \x01(\t\"\xfe\x02\n\x0bSendMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07pool_id\x18\x03 \x01(\t\x12\x15\n\rto_phone_e164\x18\x04 \x01(\t\x12\x32\n\x04text\x18\x05 \x01(\x0b\x32\".esquadrao.whatsapp.v1.TextContentH\x00\x12:\n\x08template\x18\x06 \x01(\x0b\x32&.esquadrao.whatsapp.v1.TemplateContentH\x00\x12\x34\n\x05media\x18\x07 \x01(\x0b\x32#.esquadrao.whatsapp.v1.MediaContentH\x00\x12-\n\tnot_after\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06origin\x18\t \x01(\x0b\x32\x1d.esquadrao.whatsapp.v1.Origin\x12\x10\n\x08reply_to\x18\n \x01(\tB\t\n\x07\x63ontent\"\x89\x01\n\x0fWhatsappCommand\x12/\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1d.esquadrao.common.v1.Envelope\x12:\n\x0csend_message\x18\n \x01(\x0b\x32\".esquadrao.whatsapp.v1.SendMessageH\x00\x42\t\n\x07payloadb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$esquadrao/whatsapp/v1/commands.proto\x12\x15\x65squadrao.whatsapp.v1\x1a\"esquadrao/common/v1/envelope.proto\x1a$esquadrao/whatsapp/v1/whatsapp.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\x0bTextContent\x12\x0c\n\x04\x62ody\x18\x01 \x01(\t\x12\x13\n\x0bpreview_url\x18\x02 \x01(\x08\"J\n\x0fTemplateContent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x17\n\x0f\x62ody_parameters\x18\x03 \x03(\t\"\x83\x01\n\x0cMediaContent\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".esquadrao.whatsapp.v1.MessageKind\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x11\n\tmime_type\x18\x05 \x01(\t\"\xfe\x02\n\x0bSendMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07pool_id\x18\x03 \x01(\t\x12\x15\n\rto_phone_e164\x18\x04 \x01(\t\x12\x32\n\x04text\x18\x05 \x01(\x0b\x32\".esquadrao.whatsapp.v1.TextContentH\x00\x12:\n\x08template\x18\x06 \x01(\x0b\x32&.esquadrao.whatsapp.v1.TemplateContentH\x00\x12\x34\n\x05media\x18\x07 \x01(\x0b\x32#.esquadrao.whatsapp.v1.MediaContentH\x00\x12-\n\tnot_after\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06origin\x18\t \x01(\x0b\x32\x1d.esquadrao.whatsapp.v1.Origin\x12\x10\n\x08reply_to\x18\n \x01(\tB\t\n\x07\x63ontent\"j\n\x0eSessionControl\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x34\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32$.esquadrao.whatsapp.v1.SessionAction\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xcb\x01\n\x0fWhatsappCommand\x12/\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1d.esquadrao.common.v1.Envelope\x12:\n\x0csend_message\x18\n \x01(\x0b\x32\".esquadrao.whatsapp.v1.SendMessageH\x00\x12@\n\x0fsession_control\x18\x0b \x01(\x0b\x32%.esquadrao.whatsapp.v1.SessionControlH\x00\x42\t\n\x07payload*\xa2\x01\n\rSessionAction\x12\x1e\n\x1aSESSION_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14SESSION_ACTION_START\x10\x01\x12\x17\n\x13SESSION_ACTION_STOP\x10\x02\x12\x1c\n\x18SESSION_ACTION_RECONNECT\x10\x03\x12 \n\x1cSESSION_ACTION_RESET_BREAKER\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'esquadrao.whatsapp.v1.commands_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SESSIONACTION']._serialized_start=1130
+  _globals['_SESSIONACTION']._serialized_end=1292
   _globals['_TEXTCONTENT']._serialized_start=170
   _globals['_TEXTCONTENT']._serialized_end=218
   _globals['_TEMPLATECONTENT']._serialized_start=220
@@ -42,6 +44,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEDIACONTENT']._serialized_end=428
   _globals['_SENDMESSAGE']._serialized_start=431
   _globals['_SENDMESSAGE']._serialized_end=813
-  _globals['_WHATSAPPCOMMAND']._serialized_start=816
-  _globals['_WHATSAPPCOMMAND']._serialized_end=953
+  _globals['_SESSIONCONTROL']._serialized_start=815
+  _globals['_SESSIONCONTROL']._serialized_end=921
+  _globals['_WHATSAPPCOMMAND']._serialized_start=924
+  _globals['_WHATSAPPCOMMAND']._serialized_end=1127
 # @@protoc_insertion_point(module_scope)
