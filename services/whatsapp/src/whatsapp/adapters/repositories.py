@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -281,11 +281,29 @@ class LedgerRepository:
         row = (await self.db.execute(query)).mappings().first()
         return entry_from_row(row) if row is not None else None
 
+    async def get_many(
+        self, message_ids: Sequence[str], *, in_flight_only: bool = False
+    ) -> dict[str, LedgerEntry]:
+        """The entries of ``message_ids`` that exist (only those in flight, if asked),
+        locked until the transaction ends, by message id."""
+        if not message_ids:
+            return {}
+        query = select(messages).where(messages.c.message_id.in_(message_ids))
+        if in_flight_only:
+            query = query.where(messages.c.sending_since.is_not(None))
+        rows = await self.db.execute(query.order_by(messages.c.seq).with_for_update())
+        return {row["message_id"]: entry_from_row(row) for row in rows.mappings()}
+
     async def save(self, entry: LedgerEntry) -> None:
+        await self.save_many([entry])
+
+    async def save_many(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write the changing fields of ``entries`` (one pipelined statement)."""
+        if not entries:
+            return
         await self.db.execute(
-            update(messages)
-            .where(messages.c.message_id == entry.message_id)
-            .values(**_entry_values(entry))
+            update(messages).where(messages.c.message_id == bindparam("key")),
+            [{"key": entry.message_id, **_entry_values(entry)} for entry in entries],
         )
 
     async def claim(self, session_id: str, now: datetime, limit: int) -> list[LedgerEntry]:

@@ -253,23 +253,6 @@ async def claim(
     return await uow.ledger.claim(session_id, now, limit)
 
 
-async def record_sent(
-    uow: WhatsappUnitOfWork, entry: LedgerEntry, accepted: SendAccepted, now: datetime
-) -> None:
-    """The provider accepted ``entry``: SENT, with its provider id."""
-    current = await uow.ledger.get(entry.message_id, lock=True)
-    if current is None or current.sending_since is None:
-        # Resolved meanwhile (declared UNKNOWN by a new owner): the provider got it once,
-        # and that is all that matters; the status stays as decided.
-        log.warning("send of %s finished after it was resolved", entry.message_id)
-        return
-    current.sending_since = None
-    current.provider_message_id = accepted.provider_message_id
-    current.attempts += 1
-    _change(uow, current, MessageStatus.SENT, now)
-    await uow.ledger.save(current)
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """When to try a refused message again: ``delay(attempt)`` seconds later, at most
@@ -284,54 +267,68 @@ class RetryPolicy:
         return max(backoff, retry_after or 0.0)
 
 
-async def record_failure(
+#: What happened to one claimed entry: accepted, refused, or never handed over (None:
+#: give it back to the queue as it is, e.g. its recipient's pair limit refused it).
+Outcome = SendAccepted | ProviderFailure | None
+
+
+async def record_outcomes(
     uow: WhatsappUnitOfWork,
-    entry: LedgerEntry,
-    failure: ProviderFailure,
+    outcomes: list[tuple[LedgerEntry, Outcome]],
     now: datetime,
     retry: RetryPolicy,
-) -> MessageStatus:
-    """The provider refused ``entry`` (or we cannot tell): decide its fate.
+) -> dict[str, MessageStatus]:
+    """Record what became of claimed entries, all in ``uow``; the status of each, by id.
 
+    * accepted → SENT with the provider's id;
     * outcome unknown → UNKNOWN (never re-sent on its own);
-    * retryable and attempts left → back to the queue after a backoff (status unchanged);
     * AUTH → back to the queue, no attempt counted: the session fails until an operator
       fixes its credentials, and the message goes when it restarts (or expires);
-    * otherwise → FAILED with the provider's error.
+    * retryable with attempts left → back to the queue after a backoff;
+    * otherwise refused → FAILED with the provider's error;
+    * not handed over → back to the queue, due at the entry's ``next_attempt_at``.
+
+    An entry no longer in flight was resolved meanwhile (declared UNKNOWN by a new owner
+    after this worker lost the session): it is left as decided. The provider got it once,
+    and that is all that matters.
     """
-    current = await uow.ledger.get(entry.message_id, lock=True)
-    if current is None or current.sending_since is None:
-        return current.status if current is not None else MessageStatus.UNSPECIFIED
-    current.sending_since = None
-    if failure.outcome_unknown:
-        current.attempts += 1
-        current.error = failure.error
-        _change(uow, current, MessageStatus.UNKNOWN, now)
-    elif failure.kind is FailureKind.AUTH:
-        current.updated_at = now
-    elif failure.retryable and current.attempts + 1 < retry.max_attempts:
-        current.attempts += 1
-        delay = retry.delay(current.attempts, failure.retry_after)
-        current.next_attempt_at = now + timedelta(seconds=delay)
-        current.updated_at = now
-    else:
-        current.attempts += 1
-        current.error = failure.error
-        _change(uow, current, MessageStatus.FAILED, now)
-    await uow.ledger.save(current)
-    return current.status
-
-
-async def release(uow: WhatsappUnitOfWork, entry: LedgerEntry, now: datetime) -> None:
-    """Give a claimed entry back untouched (never handed to the provider: e.g. its
-    recipient's pair limit refused it, or the session stopped before its turn)."""
-    current = await uow.ledger.get(entry.message_id, lock=True)
-    if current is None or current.sending_since is None:
-        return
-    current.sending_since = None
-    current.next_attempt_at = entry.next_attempt_at
-    current.updated_at = now
-    await uow.ledger.save(current)
+    current = await uow.ledger.get_many(
+        [entry.message_id for entry, _ in outcomes], in_flight_only=True
+    )
+    statuses: dict[str, MessageStatus] = {}
+    changed: list[LedgerEntry] = []
+    for claimed, outcome in outcomes:
+        entry = current.get(claimed.message_id)
+        if entry is None:
+            log.warning("send of %s finished after it was resolved", claimed.message_id)
+            continue
+        entry.sending_since = None
+        entry.updated_at = now
+        if isinstance(outcome, SendAccepted):
+            entry.provider_message_id = outcome.provider_message_id
+            entry.attempts += 1
+            _change(uow, entry, MessageStatus.SENT, now)
+        elif outcome is None:
+            entry.next_attempt_at = claimed.next_attempt_at
+        elif outcome.kind is FailureKind.AUTH and not outcome.outcome_unknown:
+            pass
+        elif outcome.retryable and entry.attempts + 1 < retry.max_attempts:
+            entry.attempts += 1
+            delay = retry.delay(entry.attempts, outcome.retry_after)
+            entry.next_attempt_at = now + timedelta(seconds=delay)
+        else:
+            entry.attempts += 1
+            entry.error = outcome.error
+            _change(
+                uow,
+                entry,
+                MessageStatus.UNKNOWN if outcome.outcome_unknown else MessageStatus.FAILED,
+                now,
+            )
+        statuses[entry.message_id] = entry.status
+        changed.append(entry)
+    await uow.ledger.save_many(changed)
+    return statuses
 
 
 async def resolve_in_flight(uow: WhatsappUnitOfWork, session_ids: list[str], now: datetime) -> int:
@@ -352,34 +349,43 @@ async def resolve_in_flight(uow: WhatsappUnitOfWork, session_ids: list[str], now
     return len(entries)
 
 
-async def apply_status(
-    uow: WhatsappUnitOfWork, session_id: str, update: StatusUpdate, now: datetime
-) -> bool:
-    """A provider receipt: move the message forward if it does; whether it did.
+async def apply_statuses(
+    uow: WhatsappUnitOfWork, session_id: str, updates: list[StatusUpdate], now: datetime
+) -> int:
+    """Provider receipts of one session: move each message forward if it does; how many
+    changes were made.
 
-    Found by our message id when the provider echoes it, else by the provider's id.
-    Duplicate, late and out-of-order receipts change nothing (forward-only rule).
+    A receipt finds its message by our message id when the provider echoes it, else by
+    the provider's id. Duplicate, late and out-of-order receipts change nothing (the
+    forward-only rule); receipts for messages we do not know are counted and dropped.
     """
-    entry = None
-    if update.message_id:
-        entry = await uow.ledger.get(update.message_id, lock=True)
+    by_id = await uow.ledger.get_many([u.message_id for u in updates if u.message_id])
+    changed: dict[str, LedgerEntry] = {}
+    for update in updates:
+        entry = changed.get(update.message_id) or by_id.get(update.message_id)
         if entry is not None and entry.session_id != session_id:
             entry = None
-    if entry is None:
-        entry = await uow.ledger.by_provider_id(session_id, update.provider_message_id, lock=True)
-    if entry is None:
-        IGNORED_CALLBACKS.labels("unknown_message").inc()
-        return False
-    if not entry.provider_message_id:
-        entry.provider_message_id = update.provider_message_id
-    if update.error is not None:
-        entry.error = update.error
-    if not _change(uow, entry, update.status, update.occurred_at):
-        IGNORED_CALLBACKS.labels("stale").inc()
-        return False
-    entry.updated_at = now
-    await uow.ledger.save(entry)
-    return True
+        if entry is None:
+            entry = await uow.ledger.by_provider_id(
+                session_id, update.provider_message_id, lock=True
+            )
+            entry = changed.get(entry.message_id, entry) if entry is not None else None
+        if entry is None:
+            IGNORED_CALLBACKS.labels("unknown_message").inc()
+            continue
+        if not entry.provider_message_id:
+            entry.provider_message_id = update.provider_message_id
+        error = entry.error
+        if update.error is not None:
+            entry.error = update.error
+        if not _change(uow, entry, update.status, update.occurred_at):
+            entry.error = error
+            IGNORED_CALLBACKS.labels("stale").inc()
+            continue
+        entry.updated_at = now
+        changed[entry.message_id] = entry
+    await uow.ledger.save_many(list(changed.values()))
+    return len(changed)
 
 
 async def record_inbound(
