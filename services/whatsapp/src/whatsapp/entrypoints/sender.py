@@ -1,0 +1,368 @@
+"""The send worker: the ``whatsapp-sender`` consumer group, and the sessions it drives.
+
+Both command topics (interactive and bulk) are read by one consumer group with a range
+assignor, so partition ``p`` of each goes to the same worker. A session's commands are
+keyed by its id, so they all land in one partition, and **the worker that owns that
+partition drives the session** (:class:`SessionSupervisor`): when partitions are assigned
+it resolves what a previous driver left in flight (UNKNOWN, never re-sent), takes the
+sessions over and connects them; when they are revoked it stops them before another
+worker may start. A worker that dies stops heartbeating, the group gives its partitions to
+the others, and its sessions reconnect there. Nothing else decides who sends.
+
+Records are handled by :func:`command_handler`: a ``SendMessage`` becomes a ledger entry
+(once per message id) and wakes its session's driver after the commit; a
+``SessionControl`` is applied by the driver. Consuming is cheap (one insert), sending is
+paced by the drivers, so a bulk backlog moves from Kafka into the ledger, where every
+session serves interactive entries first. To keep that backlog bounded, bulk partitions
+are paused while the worker's queued bulk entries exceed a limit (backpressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Final
+
+from aiokafka import TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.partitioner import murmur2
+from esquadrao.whatsapp.v1 import commands_pb2
+from esquadrao_common.events import decode_event
+from esquadrao_common.kafka.catalog import Catalog
+from esquadrao_common.kafka.consumer import ConsumerRuntime, Handler, IncomingRecord
+from esquadrao_common.messaging import Publisher
+from prometheus_client import Gauge
+
+from whatsapp.domain.events import BULK_TOPIC, INTERACTIVE_TOPIC
+from whatsapp.domain.ledger import Priority
+from whatsapp.domain.messages import StatusUpdate
+from whatsapp.service_layer import messages as ledger
+from whatsapp.service_layer.driver import SessionDriver
+from whatsapp.service_layer.unit_of_work import WhatsappUnitOfWork
+
+log = logging.getLogger(__name__)
+
+#: The consumer group, as the topic catalog names it.
+GROUP: Final = "whatsapp-sender"
+
+SESSIONS_DRIVEN = Gauge("esquadrao_whatsapp_sessions_driven", "Sessions this worker drives now.")
+BULK_PAUSED = Gauge(
+    "esquadrao_whatsapp_bulk_paused", "1 while bulk partitions are paused (backpressure)."
+)
+
+
+def partition_of(session_id: str, partitions: int) -> int:
+    """The partition a record keyed ``session_id`` goes to: the Java client's (and
+    aiokafka's) default partitioner, murmur2 of the key's bytes."""
+    hashed: int = murmur2(session_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def worker_name() -> str:
+    """This worker's name in the ``owner`` column: host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+#: Makes the driver of one session.
+DriverFactory = Callable[[str], SessionDriver]
+
+
+class SessionSupervisor:
+    """The sessions of the partitions this worker owns (a ``PartitionOwnership``).
+
+    ``partitions`` is the partition count of the command topics. Sessions created after
+    the assignment are adopted on their first command (a ``SessionControl`` START, sent
+    by the API on creation) through :meth:`driver_for`.
+    """
+
+    def __init__(
+        self,
+        *,
+        owner: str,
+        uow: Callable[[], WhatsappUnitOfWork],
+        make_driver: DriverFactory,
+        partitions: int,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.owner = owner
+        self._uow = uow
+        self._make_driver = make_driver
+        self._partitions = partitions
+        self._clock = clock
+        self._owned: set[int] = set()
+        self.drivers: dict[str, SessionDriver] = {}
+        self.unknown_on_adoption = 0
+
+    def owns(self, session_id: str) -> bool:
+        return partition_of(session_id, self._partitions) in self._owned
+
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        numbers = {tp.partition for tp in partitions if tp.topic == INTERACTIVE_TOPIC}
+        self._owned |= numbers
+        async with self._uow() as uow:
+            ids = [
+                session_id
+                for session_id, _ in await uow.sessions.live_ids()
+                if partition_of(session_id, self._partitions) in numbers
+            ]
+        await self._adopt(ids)
+        log.info("owning partitions %s: %d sessions", sorted(self._owned), len(self.drivers))
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        numbers = {tp.partition for tp in partitions if tp.topic == INTERACTIVE_TOPIC}
+        self._owned -= numbers
+        leaving = [
+            driver
+            for session_id, driver in self.drivers.items()
+            if partition_of(session_id, self._partitions) in numbers
+        ]
+        await asyncio.gather(*(driver.stop() for driver in leaving))
+        for driver in leaving:
+            self.drivers.pop(driver.session_id, None)
+        SESSIONS_DRIVEN.set(len(self.drivers))
+
+    async def _adopt(self, session_ids: list[str]) -> None:
+        """Resolve what earlier drivers left in flight, claim the sessions, start drivers."""
+        new = [session_id for session_id in session_ids if session_id not in self.drivers]
+        if not new:
+            return
+        async with self._uow() as uow:
+            unknown = await ledger.resolve_in_flight(uow, new, self._clock())
+            await uow.sessions.set_owner(new, self.owner)
+            await uow.commit()
+        if unknown:
+            log.warning("%d messages of adopted sessions were in flight: now unknown", unknown)
+            self.unknown_on_adoption += unknown
+        for session_id in new:
+            driver = self._make_driver(session_id)
+            self.drivers[session_id] = driver
+            driver.start()
+        SESSIONS_DRIVEN.set(len(self.drivers))
+
+    async def driver_for(self, session_id: str) -> SessionDriver | None:
+        """The driver of ``session_id``, adopting it if it is ours and not driven yet."""
+        driver = self.drivers.get(session_id)
+        if driver is None and self.owns(session_id):
+            await self._adopt([session_id])
+            driver = self.drivers.get(session_id)
+        return driver
+
+    def wake(self, session_id: str) -> None:
+        driver = self.drivers.get(session_id)
+        if driver is not None:
+            driver.wake()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(driver.stop() for driver in self.drivers.values()))
+        self.drivers.clear()
+        SESSIONS_DRIVEN.set(0)
+
+
+def command_handler(
+    supervisor: SessionSupervisor, clock: Callable[[], datetime]
+) -> Handler[WhatsappUnitOfWork]:
+    """The handler of the command topics (it does not commit; the runtime does)."""
+
+    async def handle_command(record: IncomingRecord, uow: WhatsappUnitOfWork) -> None:
+        command = decode_event(commands_pb2.WhatsappCommand, record.value)
+        which = command.WhichOneof("payload")
+        if which == "send_message":
+            send = command.send_message
+            priority = Priority.BULK if record.source_topic == BULK_TOPIC else Priority.INTERACTIVE
+            accepted = await ledger.accept_command(
+                uow, send, command.envelope, priority, record.source_topic, clock()
+            )
+            if accepted is ledger.Accepted.QUEUED:
+                session_id = send.session_id
+                uow.after_commit(lambda: supervisor.wake(session_id))
+        elif which == "session_control":
+            control = command.session_control
+            if not supervisor.owns(control.session_id):
+                log.warning("control for session %s outside my partitions", control.session_id)
+                return
+
+            def apply() -> None:
+                asyncio.get_running_loop().create_task(
+                    _control(supervisor, control.session_id, control.action, control.reason)
+                )
+
+            uow.after_commit(apply)
+
+    return handle_command
+
+
+async def _control(
+    supervisor: SessionSupervisor, session_id: str, action: int, reason: str
+) -> None:
+    driver = await supervisor.driver_for(session_id)
+    if driver is not None:
+        await driver.control(action, reason)
+
+
+class ReceiptWriter:
+    """Stores the receipts pushed on session connections, many per transaction.
+
+    Receipts arrive three per message (sent, delivered, read) on hundreds of connections;
+    one transaction each would cost more than the sends. :meth:`add` only queues (a
+    connection's reader must not wait on the database: acknowledgements queue behind it);
+    :meth:`run` writes what queued, up to ``max_batch`` at a time. A crash loses receipts
+    not yet written: their messages keep an earlier status (never a wrong one).
+    """
+
+    def __init__(
+        self,
+        uow: Callable[[], WhatsappUnitOfWork],
+        clock: Callable[[], datetime],
+        *,
+        max_batch: int = 500,
+        linger_s: float = 0.02,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._queue: asyncio.Queue[tuple[str, StatusUpdate]] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+
+    def add(self, session_id: str, update: StatusUpdate) -> None:
+        self._queue.put_nowait((session_id, update))
+
+    async def run(self) -> None:
+        while not (self._stopping.is_set() and self._queue.empty()):
+            with contextlib.suppress(TimeoutError):
+                first = await asyncio.wait_for(self._queue.get(), 0.5)
+                batch = [first]
+                await asyncio.sleep(self._linger_s)
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                try:
+                    await self._write(batch)
+                except Exception:
+                    log.exception("could not store %d receipts", len(batch))
+
+    async def _write(self, batch: list[tuple[str, StatusUpdate]]) -> None:
+        by_session: dict[str, list[StatusUpdate]] = defaultdict(list)
+        for session_id, update in batch:
+            by_session[session_id].append(update)
+        async with self._uow() as uow:
+            for session_id, updates in by_session.items():
+                await ledger.apply_statuses(uow, session_id, updates, self._clock())
+            await uow.commit()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+
+class Backpressure:
+    """Pauses the bulk partitions while the worker's sessions have too much queued bulk
+    work, and resumes them below half of it. Interactive partitions are never paused."""
+
+    def __init__(
+        self,
+        runtime: ConsumerRuntime[WhatsappUnitOfWork],
+        supervisor: SessionSupervisor,
+        uow: Callable[[], WhatsappUnitOfWork],
+        limit: int,
+        *,
+        interval_s: float = 1.0,
+    ) -> None:
+        self._runtime = runtime
+        self._supervisor = supervisor
+        self._uow = uow
+        self._limit = limit
+        self._interval_s = interval_s
+        self._paused = False
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
+            try:
+                await self._check()
+            except Exception:
+                log.exception("backpressure check failed")
+
+    async def _check(self) -> None:
+        ids = list(self._supervisor.drivers)
+        async with self._uow() as uow:
+            queued = await uow.ledger.queued_count(ids, Priority.BULK)
+        bulk = [tp for tp in self._runtime.assignment() if tp.topic == BULK_TOPIC]
+        if not self._paused and queued > self._limit:
+            self._runtime.pause(bulk)
+            self._paused = True
+            log.info("bulk paused: %d queued", queued)
+        elif self._paused and queued <= self._limit // 2:
+            self._runtime.resume(bulk)
+            self._paused = False
+            log.info("bulk resumed: %d queued", queued)
+        elif self._paused:
+            # Partitions assigned since start resumed: hold them too.
+            self._runtime.pause(bulk)
+        BULK_PAUSED.set(1 if self._paused else 0)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+
+class SendWorker:
+    """The worker: consumer runtime, session supervisor, receipt writer, backpressure."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        uow: Callable[[], WhatsappUnitOfWork],
+        publisher: Publisher,
+        make_driver: Callable[[ReceiptWriter], DriverFactory],
+        clock: Callable[[], datetime],
+        bulk_backlog_limit: int,
+        owner: str | None = None,
+        client_id: str = "whatsapp-sender",
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+    ) -> None:
+        catalog = Catalog.load()
+        self.receipts = ReceiptWriter(uow, clock)
+        self.supervisor = SessionSupervisor(
+            owner=owner or worker_name(),
+            uow=uow,
+            make_driver=make_driver(self.receipts),
+            partitions=catalog.topic(INTERACTIVE_TOPIC).partitions,
+            clock=clock,
+        )
+        self.runtime: ConsumerRuntime[WhatsappUnitOfWork] = ConsumerRuntime(
+            bootstrap=bootstrap,
+            group=catalog.group(GROUP),
+            handler=command_handler(self.supervisor, clock),
+            uow_factory=uow,
+            publisher=publisher,
+            client_id=client_id,
+            assignor=RangePartitionAssignor,
+            ownership=self.supervisor,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+        )
+        self.backpressure = Backpressure(self.runtime, self.supervisor, uow, bulk_backlog_limit)
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.create_task(self.receipts.run(), name="receipts"),
+            asyncio.create_task(self.backpressure.run(), name="backpressure"),
+        ]
+        try:
+            await self.runtime.run()
+        finally:
+            await self.backpressure.stop()
+            await self.supervisor.stop()
+            await self.receipts.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def stop(self) -> None:
+        await self.runtime.stop()
