@@ -6,13 +6,14 @@ queries (by session id) run for sessions the worker owns, found by id.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from esquadrao_common.pagination import keyset_page
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from whatsapp.adapters.orm import inbound_messages, messages, sessions
@@ -44,7 +45,7 @@ _SESSION_FIELDS = (
 )
 
 
-def session_from_row(row: RowMapping) -> Session:
+def session_from_row(row: Mapping[Any, Any]) -> Session:
     values = {name: row[name] for name in _SESSION_FIELDS}
     return Session(
         provider=ProviderKind(row["provider"]), state=SessionState(row["state"]), **values
@@ -56,6 +57,52 @@ def session_values(session: Session) -> dict[str, Any]:
     values["provider"] = session.provider.value
     values["state"] = session.state.value
     return values
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """A session as operators see it: the value, plus what only its row tells."""
+
+    session: Session
+    #: Whether credentials are stored (they are never read for a view).
+    has_credentials: bool
+    #: When the owning worker last changed the state.
+    state_changed_at: datetime | None
+    #: The worker driving the session (``host:pid``), empty when none has adopted it.
+    owner: str
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """Which sessions of a company a listing shows; every criterion given must hold.
+    ``deleted`` False shows live sessions only, True deleted ones only."""
+
+    state: SessionState | None = None
+    pool_id: str | None = None
+    provider: ProviderKind | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    items: list[SessionView]
+    next_cursor: str | None
+
+
+#: The columns of a view: every one but the credentials, and whether there are any.
+_VIEW_COLUMNS = (
+    *(column for column in sessions.c if column.name != "credentials"),
+    sessions.c.credentials.is_not(None).label("has_credentials"),
+)
+
+
+def _view_of(values: Mapping[Any, Any]) -> SessionView:
+    return SessionView(
+        session=session_from_row(values),
+        has_credentials=bool(values["has_credentials"]),
+        state_changed_at=values["state_changed_at"],
+        owner=values["owner"],
+    )
 
 
 class SessionRepository:
@@ -89,11 +136,14 @@ class SessionRepository:
             update(sessions).where(sessions.c.id == session.id).values(**session_values(session))
         )
 
-    async def set_state(self, session: Session, *, now: datetime) -> None:
-        """Write the state fields only: drivers change them often, operators the rest."""
-        await self.db.execute(
+    async def set_state(self, session: Session, *, now: datetime, owner: str) -> bool:
+        """Write the state fields only (drivers change them often, operators the rest),
+        and only while ``owner`` still owns the session: a driver that lost its session
+        to another worker must not overwrite what the new owner reports. Whether it wrote.
+        """
+        result = await self.db.execute(
             update(sessions)
-            .where(sessions.c.id == session.id)
+            .where(sessions.c.id == session.id, sessions.c.owner == owner)
             .values(
                 state=session.state.value,
                 state_reason=session.state_reason,
@@ -106,7 +156,9 @@ class SessionRepository:
                 breaker_reason=session.breaker_reason,
                 updated_at=now,
             )
+            .returning(sessions.c.id)
         )
+        return result.first() is not None
 
     async def credentials(self, session_id: str) -> bytes | None:
         return (
@@ -179,8 +231,75 @@ class SessionRepository:
         )
         return [session_from_row(row) for row in rows.mappings()]
 
+    async def view(self, session_id: str, company_id: str) -> SessionView | None:
+        """The company's session ``session_id`` as operators see it, deleted ones too."""
+        row = (
+            (
+                await self.db.execute(
+                    select(*_VIEW_COLUMNS).where(
+                        sessions.c.id == session_id, sessions.c.company_id == company_id
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return _view_of(row) if row is not None else None
 
-def entry_from_row(row: RowMapping) -> LedgerEntry:
+    async def page(
+        self, company_id: str, criteria: SessionFilter, *, cursor: str | None, limit: int
+    ) -> SessionPage:
+        """One page of the company's sessions matching ``criteria``, oldest first.
+
+        Companies have tens to thousands of sessions, so ``(company_id, id)`` narrows the
+        scan enough for ordering by creation time.
+        """
+        deleted = sessions.c.deleted_at
+        conditions: list[ColumnElement[bool]] = [
+            sessions.c.company_id == company_id,
+            deleted.is_not(None) if criteria.deleted else deleted.is_(None),
+        ]
+        if criteria.state is not None:
+            conditions.append(sessions.c.state == criteria.state.value)
+        if criteria.pool_id is not None:
+            conditions.append(sessions.c.pool_id == criteria.pool_id)
+        if criteria.provider is not None:
+            conditions.append(sessions.c.provider == criteria.provider.value)
+        page = await keyset_page(
+            self.db,
+            select(*_VIEW_COLUMNS).where(*conditions),
+            order_by=(sessions.c.created_at, sessions.c.id),
+            cursor=cursor,
+            limit=limit,
+        )
+        names = [column.name for column in _VIEW_COLUMNS]
+        items = [_view_of(dict(zip(names, item, strict=True))) for item in page.items]
+        return SessionPage(items, page.next_cursor)
+
+    async def metrics(self, session_id: str) -> tuple[dict[str, Any], datetime | None]:
+        """The figures the owning worker last flushed, and when (None: never)."""
+        row = (
+            await self.db.execute(
+                select(sessions.c.metrics, sessions.c.metrics_at).where(sessions.c.id == session_id)
+            )
+        ).one()
+        return dict(row.metrics), row.metrics_at
+
+    async def lock_provider_number(self, provider_number_id: str) -> None:
+        """Serialize, until the transaction ends, the writers that give a session
+        ``provider_number_id``: no unique index keeps it to one live session, so each takes
+        this lock before it looks for a live holder."""
+        key = func.hashtextextended(f"whatsapp.provider_number:{provider_number_id}", 0)
+        await self.db.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    items: list[LedgerEntry]
+    next_cursor: str | None
+
+
+def entry_from_row(row: Mapping[Any, Any]) -> LedgerEntry:
     error = (
         ProviderError(code=row["error_code"], title=row["error_title"], detail=row["error_detail"])
         if row["error_code"]
@@ -404,6 +523,29 @@ class LedgerRepository:
             .with_for_update(skip_locked=True)
         )
         return [entry_from_row(row) for row in rows.mappings()]
+
+    async def page(
+        self,
+        company_id: str,
+        *,
+        session_id: str | None,
+        status: MessageStatus | None,
+        cursor: str | None,
+        limit: int,
+    ) -> LedgerPage:
+        """One page of the company's entries (of ``session_id``, in ``status``, when
+        given), in arrival order: ``ix_messages_company_id_seq`` serves the walk."""
+        statement = select(messages).where(messages.c.company_id == company_id)
+        if session_id is not None:
+            statement = statement.where(messages.c.session_id == session_id)
+        if status is not None:
+            statement = statement.where(messages.c.status == status.name.lower())
+        page = await keyset_page(
+            self.db, statement, order_by=(messages.c.seq,), cursor=cursor, limit=limit
+        )
+        names = messages.columns.keys()
+        entries = [entry_from_row(dict(zip(names, item, strict=True))) for item in page.items]
+        return LedgerPage(entries, page.next_cursor)
 
 
 class InboundRepository:

@@ -44,6 +44,7 @@ from esquadrao_common.resilience.backoff import Uniform
 from esquadrao_common.resilience.breaker import CircuitBreaker, CircuitState
 from prometheus_client import Counter, Gauge, Histogram
 
+from whatsapp.adapters.credentials import SAVED
 from whatsapp.adapters.limits import RefusedBy, SessionLimiter, profile_named
 from whatsapp.domain.events import EVENTS_TOPIC, PRODUCER, session_state_changed
 from whatsapp.domain.ledger import LedgerEntry
@@ -446,7 +447,7 @@ class SessionDriver:
         async with self._uow() as uow:
             if new_credentials is not None:
                 secrets = await self._secrets(uow)
-                secrets["session_credentials"] = new_credentials
+                secrets[SAVED] = new_credentials
                 await uow.sessions.set_credentials(self.session_id, self._vault.seal(secrets))
             await uow.sessions.set_pairing(self.session_id, None)
             if phone_e164:
@@ -637,7 +638,7 @@ class SessionDriver:
     async def _forget_credentials(self) -> None:
         async with self._uow() as uow:
             secrets = await self._secrets(uow)
-            secrets.pop("session_credentials", None)
+            secrets.pop(SAVED, None)
             await uow.sessions.set_credentials(self.session_id, self._vault.seal(secrets))
             await uow.commit()
 
@@ -653,16 +654,18 @@ class SessionDriver:
         change = session.move(state, reason, now)
         if change is None:
             return
+        if not await uow.sessions.set_state(session, now=now, owner=self._owner):
+            log.warning("session %s is driven elsewhere now: not moving it", session.id)
+            return
         log.info("session %s: %s → %s (%s)", session.id, change.previous.value, state.value, reason)
         key, event = session_state_changed(change)
         uow.stage(EVENTS_TOPIC, key, event)
-        await uow.sessions.set_state(session, now=now)
 
     async def _persist(self) -> None:
         session = self._session
         assert session is not None
         async with self._uow() as uow:
-            await uow.sessions.set_state(session, now=self._clock())
+            await uow.sessions.set_state(session, now=self._clock(), owner=self._owner)
             await uow.commit()
 
     def _breaker_changed(self, old: CircuitState, new: CircuitState, reason: str) -> None:
@@ -694,7 +697,7 @@ class SessionDriver:
                 uow.stage(EVENTS_TOPIC, session.id, event)
             session.breaker_state = changes[-1][1].value
             session.breaker_reason = changes[-1][2]
-            await uow.sessions.set_state(session, now=now)
+            await uow.sessions.set_state(session, now=now, owner=self._owner)
             await uow.commit()
 
     async def _flush_metrics(self) -> None:
