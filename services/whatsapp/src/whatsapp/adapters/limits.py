@@ -164,7 +164,8 @@ class ProviderProfile:
 
 
 #: Cloud API: Meta's default throughput of a business number is 80 messages per second;
-#: a burst of half a second's worth keeps any one-second window near that. Meta lets a
+#: a burst of half a second's worth keeps any one-second window at most 1.5 times that
+#: (burst + rate) while a quiet session can still start at once. Meta lets a
 #: number send a few messages in a row to one user, then about one per 6 seconds (error
 #: 131056 beyond that).
 CLOUD: Final = ProviderProfile(

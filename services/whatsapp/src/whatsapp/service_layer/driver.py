@@ -256,6 +256,11 @@ class SessionDriver:
                 await self._connection.close()
         elif action == commands_pb2.SESSION_ACTION_START:
             self._restart_requested = True
+            session = self._session
+            if session is not None and session.state in (SessionState.BANNED, SessionState.FAILED):
+                # The operator vouches for the number again (unbanned, new credentials).
+                self.breaker.reset(reason or "restarted by an operator")
+                await self._flush_health()
         elif action == commands_pb2.SESSION_ACTION_STOP and self._connection is not None:
             await self._connection.close()
         # START and STOP changed desired_running, which the loop re-reads when woken.
@@ -300,16 +305,6 @@ class SessionDriver:
 
     async def _connection_round(self, session: Session) -> None:
         """One connection attempt and its life; then what the way it ended calls for."""
-        retry_after = self.breaker.retry_after()
-        if retry_after > 0:
-            await self._move(
-                SessionState.RECONNECTING
-                if session.state is not SessionState.STOPPED
-                else SessionState.STARTING,
-                f"circuit open: {self.breaker.snapshot().reason}",
-            )
-            await self._wait_control(retry_after)
-            return
         first = session.state in (
             SessionState.STOPPED,
             SessionState.FAILED,
@@ -319,9 +314,15 @@ class SessionDriver:
             self._restart_requested = False
             self._gave_up = None
             session.reconnect_attempts = 0
+        starting = first or session.state is SessionState.STARTING
+        target = SessionState.STARTING if starting else SessionState.RECONNECTING
+        retry_after = self.breaker.retry_after()
+        if retry_after > 0:
+            await self._move(target, f"circuit open: {self.breaker.snapshot().reason}")
+            await self._wait_control(retry_after)
+            return
         await self._move(
-            SessionState.STARTING if first else SessionState.RECONNECTING,
-            "starting" if first else f"attempt {session.reconnect_attempts + 1}",
+            target, "starting" if starting else f"attempt {session.reconnect_attempts + 1}"
         )
         secrets = await self._secrets()
         if not self.breaker.allow():
