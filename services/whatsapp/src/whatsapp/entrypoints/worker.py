@@ -40,6 +40,7 @@ def driver_policy(settings: WhatsappSettings) -> DriverPolicy:
         retry=RetryPolicy(max_attempts=settings.whatsapp_send_max_attempts),
         max_claim=settings.whatsapp_send_batch,
         default_profile=settings.whatsapp_default_profile,
+        metrics_flush_s=settings.health_check_interval_s,
     )
 
 
