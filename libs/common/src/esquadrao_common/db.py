@@ -8,7 +8,8 @@ and "effectively once" hold.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Self
@@ -25,7 +26,16 @@ from sqlalchemy.ext.asyncio import (
 from esquadrao_common.outbox import Outbox, StagedEvent
 from esquadrao_common.platform_tables import platform_metadata
 
-__all__ = ["Database", "SqlAlchemyUnitOfWork", "async_url", "plain_url", "platform_metadata"]
+__all__ = [
+    "Database",
+    "SqlAlchemyUnitOfWork",
+    "async_url",
+    "plain_url",
+    "platform_metadata",
+    "run_callbacks",
+]
+
+log = logging.getLogger(__name__)
 
 
 def async_url(url: str) -> str:
@@ -66,6 +76,9 @@ class SqlAlchemyUnitOfWork:
     Within the transaction, :meth:`savepoint` makes a part of the work undoable on its own:
     the consumer runtime runs each record of a batch in one, so that a failing record
     leaves nothing behind while the records around it commit together.
+
+    :meth:`after_commit` runs code once the work is visible to other transactions, such as
+    waking an in-process loop that reads what this unit wrote, instead of it polling.
     """
 
     session: AsyncSession
@@ -74,10 +87,24 @@ class SqlAlchemyUnitOfWork:
         self.database = database
         self.outbox = Outbox()
         self._staged: list[StagedEvent] = []
+        self._after_commit: list[Callable[[], None]] = []
 
     def stage(self, topic: str, key: str | bytes | None, event: Message) -> None:
         """Publish ``event`` (a topic wrapper message) on ``topic`` if this unit commits."""
         self._staged.append(StagedEvent(topic, key, event))
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` right after this unit's work commits, if it does.
+
+        Callbacks run in the order registered, synchronously, before :meth:`commit` returns;
+        one that raises is logged and the others still run, as the commit stands. They are
+        dropped, never called, when the transaction rolls back, its commit fails or the
+        unit ends without committing, and so are those registered inside a
+        :meth:`savepoint` block that rolls back: a callback only ever follows work that
+        committed. They must be quick and must not touch this unit (which may be closing):
+        to start async work, schedule it (``loop.call_soon``, ``Event.set``).
+        """
+        self._after_commit.append(callback)
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -90,22 +117,30 @@ class SqlAlchemyUnitOfWork:
         flushing its ORM changes, fails), the savepoint is rolled back, the events staged
         inside it are discarded and the exception propagates, while the work done before
         the block, and the events staged before it, stay as they were. Savepoints nest.
+
+        The :meth:`after_commit` callbacks registered inside the block are kept, to run at
+        commit, only once the savepoint is released; otherwise they are dropped with it.
         """
         # SQLAlchemy's own block also recovers from a flush failing at release, which leaves
         # the nested transaction inactive but still to be closed before the enclosing one
         # can go on.
         async with self.session.begin_nested():
-            enclosing, self._staged = self._staged, []
+            enclosing_staged, self._staged = self._staged, []
+            enclosing_callbacks, self._after_commit = self._after_commit, []
             try:
                 yield
                 if self._staged:
                     await self.outbox.add_all(self.session, self._staged)
             finally:
-                self._staged = enclosing
+                self._staged = enclosing_staged
+                callbacks, self._after_commit = self._after_commit, enclosing_callbacks
+        # Reached only once the savepoint was released.
+        self._after_commit.extend(callbacks)
 
     async def __aenter__(self) -> Self:
         self.session = self.database.sessionmaker()
         self._staged = []
+        self._after_commit = []
         await self.session.begin()
         return self
 
@@ -115,6 +150,7 @@ class SqlAlchemyUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._after_commit = []
         try:
             if self.session.in_transaction():
                 await self.session.rollback()
@@ -122,12 +158,29 @@ class SqlAlchemyUnitOfWork:
             await self.session.close()
 
     async def commit(self) -> None:
-        """Write the staged events to the outbox, then commit everything at once."""
+        """Write the staged events to the outbox, commit everything at once, then run the
+        :meth:`after_commit` callbacks; a commit that fails drops them."""
+        callbacks, self._after_commit = self._after_commit, []
         if self._staged:
             staged, self._staged = self._staged, []
             await self.outbox.add_all(self.session, staged)
         await self.session.commit()
+        run_callbacks(callbacks)
 
     async def rollback(self) -> None:
         self._staged = []
+        self._after_commit = []
         await self.session.rollback()
+
+
+def run_callbacks(callbacks: list[Callable[[], None]]) -> None:
+    """Call each of ``callbacks`` in order, logging (not raising) what one raises.
+
+    The work they follow is committed: one failing must neither undo that as far as the
+    caller can tell nor keep the others from running.
+    """
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("an after-commit callback failed: %r", callback)

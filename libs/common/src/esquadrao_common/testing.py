@@ -7,7 +7,7 @@ code that publishes runs with :class:`FakePublisher`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Self
@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from esquadrao_common.db import run_callbacks
 from esquadrao_common.messaging import OutgoingRecord
 from esquadrao_common.tracing import configure_tracing
 
@@ -61,7 +62,8 @@ class FakeUnitOfWork:
 
     ``events`` holds ``(topic, key, event)`` staged by a handler through ``stage``; they
     are kept only if ``commit()`` is called before the block ends, like a real
-    transaction. Services extend it with in-memory repositories.
+    transaction. Likewise ``after_commit`` callbacks run at ``commit()`` and are dropped
+    otherwise. Services extend it with in-memory repositories.
     """
 
     def __init__(self) -> None:
@@ -69,22 +71,32 @@ class FakeUnitOfWork:
         self.rolled_back = 0
         self.events: list[tuple[str, str | bytes | None, Message]] = []
         self._pending: list[tuple[str, str | bytes | None, Message]] = []
+        self._after_commit: list[Callable[[], None]] = []
 
     def stage(self, topic: str, key: str | bytes | None, event: Message) -> None:
         self._pending.append((topic, key, event))
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Like the real one: ``callback()`` runs at ``commit()``, dropped otherwise."""
+        self._after_commit.append(callback)
+
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        """Like the real one: events staged in a block that raises are discarded."""
+        """Like the real one: what is staged, and callbacks registered, in a block that
+        raises are discarded."""
         enclosing, self._pending = self._pending, []
+        enclosing_callbacks, self._after_commit = self._after_commit, []
         try:
             yield
             enclosing.extend(self._pending)
+            enclosing_callbacks.extend(self._after_commit)
         finally:
             self._pending = enclosing
+            self._after_commit = enclosing_callbacks
 
     async def __aenter__(self) -> Self:
         self._pending = []
+        self._after_commit = []
         return self
 
     async def __aexit__(
@@ -93,14 +105,17 @@ class FakeUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._pending:
+        if self._pending or self._after_commit:
             await self.rollback()
 
     async def commit(self) -> None:
         self.events.extend(self._pending)
         self._pending = []
         self.committed += 1
+        callbacks, self._after_commit = self._after_commit, []
+        run_callbacks(callbacks)
 
     async def rollback(self) -> None:
         self._pending = []
+        self._after_commit = []
         self.rolled_back += 1

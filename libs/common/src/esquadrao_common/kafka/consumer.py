@@ -40,6 +40,13 @@ record is not the culprit: the records before it are committed if the transactio
 can be, nothing is committed past it, its partition is rewound to the first record not
 committed so that it is delivered again, and the runtime backs off before polling again
 instead of spinning or routing healthy records to the dead-letter topic.
+
+A service that acts on the keys of the partitions it consumes (the whatsapp service drives
+each session from the worker owning its partition) learns what it owns through a
+:class:`PartitionOwnership`, and can hold back partitions it cannot keep up with
+(:meth:`ConsumerRuntime.pause`). Several topics keyed alike and with as many partitions are
+co-partitioned when the group uses a range assignor: partition ``p`` of each of them goes to
+the same member.
 """
 
 from __future__ import annotations
@@ -53,9 +60,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from esquadrao.common.v1.envelope_pb2 import Envelope
 from opentelemetry.trace import Span
@@ -153,6 +162,37 @@ UoWT = TypeVar("UoWT", bound=SqlAlchemyUnitOfWork)
 Handler = Callable[[IncomingRecord, UoWT], Awaitable[None]]
 
 
+class PartitionOwnership(Protocol):
+    """Told which partitions of the group's own topics this member owns, to act on their keys.
+
+    Calls alternate, ``assigned`` first, and are never made with an empty set; they carry
+    the partitions of the group's own topics only, never of its retry topics. The runtime
+    handles no record while a call runs, and none of the partitions ``assigned`` gives
+    before it returned. A hook that raises is logged and treated as if it had returned:
+    neither the rebalance nor consumption stop. Hooks delay the whole group's rebalance
+    while they run, so they should only start or stop work, not wait for it at length.
+
+    aiokafka rebalances eagerly: every rebalance revokes the whole assignment, then assigns
+    the new one, which may give back some of the same partitions. An owner may keep what it
+    cached for a partition across, but must not act on it in between.
+    """
+
+    async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        """This member now owns ``partitions``; their records are handled once this returns.
+
+        The place to :meth:`ConsumerRuntime.pause` those of them that must wait: a
+        partition's ownership starts resumed.
+        """
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """This member is about to give up ``partitions`` (a rebalance, or the runtime stops).
+
+        The records of them the runtime handled are committed (their transaction, and their
+        offsets as far as the broker accepted them) and no more will be. Once this returns
+        another member may own them: the owner must have stopped acting on their keys.
+        """
+
+
 class InfrastructureError(Exception):
     """The database or the broker failed while a record was processed.
 
@@ -217,7 +257,7 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._runtime._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._runtime._on_assigned(assigned)
+        await self._runtime._on_assigned(assigned)
 
 
 class ConsumerRuntime(Generic[UoWT]):
@@ -248,6 +288,14 @@ class ConsumerRuntime(Generic[UoWT]):
     a short one. ``failure_backoff_s`` is the (base, cap) in seconds of the full-jitter
     backoff after the database or the broker failed. ``clock`` gives epoch seconds and
     decides when retries are due.
+
+    ``assignor`` is the partition assignment strategy (an aiokafka assignor class); every
+    member of a group must use the same one. The default, round robin, spreads partitions
+    evenly. Co-partitioned topics need
+    :class:`~aiokafka.coordinator.assignors.range.RangePartitionAssignor`, which gives
+    partition ``p`` of every topic with as many partitions to the same member: the retry
+    topics too, when they have as many partitions as the group's topics. ``ownership`` is
+    told which partitions this member owns (:class:`PartitionOwnership`).
     """
 
     def __init__(
@@ -267,6 +315,8 @@ class ConsumerRuntime(Generic[UoWT]):
         heartbeat_interval_ms: int = 3_000,
         max_poll_interval_ms: int = 300_000,
         failure_backoff_s: tuple[float, float] = (0.5, 30.0),
+        assignor: type[AbstractPartitionAssignor] = RoundRobinPartitionAssignor,
+        ownership: PartitionOwnership | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
@@ -288,11 +338,18 @@ class ConsumerRuntime(Generic[UoWT]):
         self._heartbeat_interval_ms = heartbeat_interval_ms
         self._max_poll_interval_ms = max_poll_interval_ms
         self._backoff_base_s, self._backoff_cap_s = failure_backoff_s
+        self._assignor = assignor
+        self._ownership = ownership
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._batch_lock = asyncio.Lock()
         self._pauses = RetryPauses()
+        # The partitions whose records may be handled: set, under the batch lock, as the
+        # owner is told they are assigned, and emptied as it is told they are revoked.
+        self._owned: frozenset[TopicPartition] = frozenset()
+        # Owned partitions paused by pause(), a subset of _owned.
+        self._owner_pauses: set[TopicPartition] = set()
         # Next offset to commit per partition: records before it are done.
         self._uncommitted: dict[TopicPartition, int] = {}
         self._failures_in_a_row = 0
@@ -309,6 +366,47 @@ class ConsumerRuntime(Generic[UoWT]):
             return frozenset()
         return frozenset(self._consumer.assignment())
 
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        """Hold back the records of ``partitions`` until :meth:`resume`: the owner's backpressure.
+
+        Once this returns, no record of them is handled but the one a handler may be
+        handling now: called from a handler, it holds back the records after the current
+        one. Partitions this member does not own are ignored, and a pause ends with the
+        ownership: a partition assigned again starts resumed, and its owner pauses it again
+        in :meth:`PartitionOwnership.assigned` if it must. A pause is independent of the
+        runtime's own pauses of retry topics until a retry is due: a partition is consumed
+        only when neither holds it. Pausing a partition of a group topic does not pause the
+        retry topics: retries of its records keep being handled. Call it from the runtime's
+        event loop.
+        """
+        owned = [tp for tp in partitions if tp in self._owned]
+        if not owned:
+            return
+        assert self._consumer is not None  # it owns partitions: it started
+        self._owner_pauses.update(owned)
+        self._consumer.pause(*owned)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        """Let the records of ``partitions`` paused by :meth:`pause` be handled again.
+
+        A partition that also waits for a retry to be due stays paused until then. Other
+        partitions are ignored.
+        """
+        held = [tp for tp in partitions if tp in self._owner_pauses]
+        if not held:
+            return
+        self._owner_pauses.difference_update(held)
+        resumable = [tp for tp in held if tp not in self._pauses]
+        if resumable:
+            assert self._consumer is not None  # it paused partitions: it started
+            self._consumer.resume(*resumable)
+
+    def paused(self) -> frozenset[TopicPartition]:
+        """The partitions held back now: by :meth:`pause`, or waiting for a retry to be due."""
+        if self._consumer is None:
+            return frozenset()
+        return frozenset(self._consumer.paused())
+
     async def start(self) -> None:
         """Connect and subscribe, then consume in a background task until :meth:`stop`."""
         if self._consumer is not None:
@@ -322,6 +420,7 @@ class ConsumerRuntime(Generic[UoWT]):
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=self._heartbeat_interval_ms,
             max_poll_interval_ms=self._max_poll_interval_ms,
+            partition_assignment_strategy=(self._assignor,),
         )
         consumer.subscribe(topics=list(self.topics), listener=_RebalanceListener(self))
         self._consumer = consumer
@@ -346,7 +445,8 @@ class ConsumerRuntime(Generic[UoWT]):
         """Finish the record in hand, commit what is done, leave the group and close.
 
         What is done is the records processed before the one in hand and that record: their
-        transaction commits, then their offsets.
+        transaction commits, then their offsets. Then the owner is told its partitions are
+        revoked, and only then does the member leave the group.
 
         Records not reached are redelivered to whichever member owns their partition next.
         """
@@ -397,9 +497,15 @@ class ConsumerRuntime(Generic[UoWT]):
             log.exception("consumer group %s failed", self.group.name)
             raise
         finally:
-            self._clear_lag(consumer.assignment())
-            await consumer.stop()
-            log.info("consumer group %s stopped", self.group.name)
+            try:
+                self._clear_lag(consumer.assignment())
+                # Stopped or failed, the member gives its partitions up when it leaves the
+                # group; aiokafka calls no listener then.
+                async with self._batch_lock:
+                    await self._disown()
+            finally:
+                await consumer.stop()
+                log.info("consumer group %s stopped", self.group.name)
 
     async def _process_batch(
         self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, Sequence[Any]]
@@ -407,8 +513,11 @@ class ConsumerRuntime(Generic[UoWT]):
         for tp, records in batch.items():
             if self._stopping.is_set():
                 break
-            # A rebalance may have moved the partition while this batch waited for the lock.
-            if tp not in consumer.assignment():
+            if tp not in self._owned:
+                # A rebalance moved the partition while this batch waited for the lock, or
+                # assigned it and its owner is not told yet: then it is read again later.
+                if tp in consumer.assignment():
+                    consumer.seek(tp, records[0].offset)
                 continue
             await self._process_partition(consumer, tp, records)
             self._update_lag(consumer, tp)
@@ -434,8 +543,9 @@ class ConsumerRuntime(Generic[UoWT]):
     ) -> int:
         """Process ``records`` of ``tp``, in order, in one transaction, each in a savepoint.
 
-        Returns how many of them are done. Stops early when stopping, at a retry record not
-        yet due (the partition is paused and rewound to it) and at an infrastructure failure
+        Returns how many of them are done. Stops early when stopping, when the owner paused
+        the partition (rewound to the next record), at a retry record not yet due (the
+        partition is paused and rewound to it) and at an infrastructure failure
         (rewound to the failed record, stalled); the records processed before are done once
         the transaction commits. When it cannot commit for the infrastructure's reason,
         none is done and the partition is rewound to the first record and stalled. When the
@@ -447,8 +557,10 @@ class ConsumerRuntime(Generic[UoWT]):
         try:
             async with self._uow_factory() as uow:
                 for record in records:
-                    if self._stopping.is_set() or self._hold_until_due(
-                        consumer, tp, record, attempt
+                    if (
+                        self._stopping.is_set()
+                        or self._held_by_owner(consumer, tp, record)
+                        or self._hold_until_due(consumer, tp, record, attempt)
                     ):
                         break
                     try:
@@ -533,6 +645,13 @@ class ConsumerRuntime(Generic[UoWT]):
             self._redeliver(consumer, tp, record, "could not open or close the unit of work", error)
             return False
         self._done(tp, record, outcome)
+        return True
+
+    def _held_by_owner(self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: Any) -> bool:
+        """Rewind ``tp`` to ``record`` when the owner paused it; whether it did."""
+        if tp not in self._owner_pauses:
+            return False
+        consumer.seek(tp, record.offset)
         return True
 
     def _hold_until_due(
@@ -749,7 +868,8 @@ class ConsumerRuntime(Generic[UoWT]):
                 del self._uncommitted[tp]
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Let the batch in hand finish and commit before the partitions move."""
+        """Let the batch in hand finish and commit, then tell the owner, before the
+        partitions move."""
         async with self._batch_lock:
             if self._consumer is not None:
                 await self._commit(self._consumer)
@@ -757,16 +877,48 @@ class ConsumerRuntime(Generic[UoWT]):
             for tp in revoked:
                 self._uncommitted.pop(tp, None)
             self._clear_lag(revoked)
+            await self._disown()
         if revoked:
             log.info("consumer group %s: revoked %s", self.group.name, _names(revoked))
 
-    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Tell the owner, then let the records of ``assigned`` be handled."""
         log.info("consumer group %s: assigned %s", self.group.name, _names(assigned))
+        async with self._batch_lock:
+            self._owned = frozenset(assigned)
+            await self._tell_owner("assigned", self._owned)
+
+    async def _disown(self) -> None:
+        """End the ownership of every partition owned: its pauses, then tell the owner.
+
+        Idempotent: a rebalance and the runtime stopping may both end it.
+        """
+        owned, self._owned = self._owned, frozenset()
+        self._owner_pauses.clear()
+        await self._tell_owner("revoked", owned)
+
+    async def _tell_owner(
+        self, event: Literal["assigned", "revoked"], partitions: frozenset[TopicPartition]
+    ) -> None:
+        """Call the owner's hook with the partitions of the group's topics, logging errors."""
+        mine = frozenset(tp for tp in partitions if tp.topic in self.group.topics)
+        if self._ownership is None or not mine:
+            return
+        hook = self._ownership.assigned if event == "assigned" else self._ownership.revoked
+        try:
+            await hook(mine)
+        except Exception:
+            log.exception(
+                "consumer group %s: the partition owner failed when %s %s",
+                self.group.name,
+                event,
+                _names(mine),
+            )
 
     def _resume_due(self, consumer: AIOKafkaConsumer) -> None:
         due = self._pauses.pop_due(self._now_ms())
         assigned = consumer.assignment()
-        resumable = [tp for tp in due if tp in assigned]
+        resumable = [tp for tp in due if tp in assigned and tp not in self._owner_pauses]
         if resumable:
             consumer.resume(*resumable)
 
