@@ -12,7 +12,7 @@ endif
 BUF := .tools/node_modules/.bin/buf
 RUN := $(UV) run --frozen
 
-.PHONY: help sync run test test-unit test-integration lint fmt typecheck proto proto-check migrate bench bench-contacts bench-contacts-import k8s-topics clean
+.PHONY: help sync run test test-unit test-integration lint fmt typecheck proto proto-check migrate bench bench-contacts bench-contacts-import bench-whatsapp bench-whatsapp-ratelimit k8s-topics clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -64,12 +64,20 @@ bench: sync ## all benchmarks: platform limits, then each service's
 	$(RUN) python -m bench.platform
 	$(RUN) python -m bench.contacts_api
 	$(RUN) python -m bench.contacts_import
+	$(RUN) python -m bench.whatsapp_send
+	$(RUN) python -m bench.whatsapp_ratelimit
 
 bench-contacts: sync ## contacts API GET/list latency at fixed rates (open-loop load)
 	$(RUN) python -m bench.contacts_api
 
 bench-contacts-import: sync ## contacts import of a 100k-row CSV: rows/s, peak memory, idempotent re-run
 	$(RUN) python -m bench.contacts_import
+
+bench-whatsapp: sync ## whatsapp worker: sends/s, interactive p99 under a bulk backlog, memory per idle session
+	$(RUN) python -m bench.whatsapp_send
+
+bench-whatsapp-ratelimit: sync ## shared token bucket accuracy with 8 worker processes, adaptive rate trace
+	$(RUN) python -m bench.whatsapp_ratelimit
 
 k8s-topics: sync ## regenerate k8s KafkaTopic resources from the topic catalog
 	$(RUN) esquadrao-stack k8s-topics > k8s/base/kafka-topics.yaml

@@ -82,7 +82,7 @@ def service_environment(
 ) -> dict[str, str]:
     """The environment a service process runs with on ``stack``: ``base`` (default: this
     process's) plus the URLs of the stack's servers (``WHATSAPP_SIMULATOR_URL`` for the
-    simulator) and the service's ``HTTP_PORT``.
+    simulator, also ``WHATSAPP_GRAPH_URL`` unless given) and the service's ``HTTP_PORT``.
 
     Producer idempotence is off for the embedded broker (Tansu rejects InitProducerId);
     with a given broker, ``KAFKA_ENABLE_IDEMPOTENCE`` from ``base`` is kept, else off.
@@ -95,6 +95,8 @@ def service_environment(
         env["REDIS_URL"] = stack.redis_url
     if Component.SIMULATOR in stack.components:
         env["WHATSAPP_SIMULATOR_URL"] = stack.whatsapp_simulator_url
+        # Locally, Cloud API sessions talk to the simulator's Graph API surface.
+        env.setdefault("WHATSAPP_GRAPH_URL", stack.whatsapp_simulator_url)
     if Component.KAFKA in stack.components:
         env["KAFKA_BOOTSTRAP"] = stack.kafka_bootstrap
         given_setting = env.get("KAFKA_ENABLE_IDEMPOTENCE") if stack.broker is None else None
