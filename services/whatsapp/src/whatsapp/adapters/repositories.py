@@ -129,11 +129,26 @@ class SessionRepository:
         return session_from_row(row) if row is not None else None
 
     async def save(self, session: Session, *, now: datetime) -> None:
-        """Write ``session`` back (bumping its version)."""
+        """Write what operators change (bumping the version). The connection's state,
+        breaker and attempts belong to the driver (:meth:`set_state`): an operator's
+        read-modify-write must not put back a state the driver has since left."""
         session.version += 1
         session.updated_at = now
         await self.db.execute(
-            update(sessions).where(sessions.c.id == session.id).values(**session_values(session))
+            update(sessions)
+            .where(sessions.c.id == session.id)
+            .values(
+                name=session.name,
+                desired_running=session.desired_running,
+                provider_number_id=session.provider_number_id,
+                pool_id=session.pool_id,
+                pool_priority=session.pool_priority,
+                profile=session.profile,
+                limit_overrides=session.limit_overrides,
+                deleted_at=session.deleted_at,
+                updated_at=now,
+                version=session.version,
+            )
         )
 
     async def set_state(self, session: Session, *, now: datetime, owner: str) -> bool:

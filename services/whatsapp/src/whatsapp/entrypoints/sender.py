@@ -148,6 +148,10 @@ class SessionSupervisor:
     async def driver_for(self, session_id: str) -> SessionDriver | None:
         """The driver of ``session_id``, adopting it if it is ours and not driven yet."""
         driver = self.drivers.get(session_id)
+        if driver is not None and driver.done:
+            # Its session was deleted (the driver ended); it may have been restored.
+            del self.drivers[session_id]
+            driver = None
         if driver is None and self.owns(session_id):
             await self._adopt([session_id])
             driver = self.drivers.get(session_id)

@@ -275,6 +275,8 @@ class SessionDriver:
             while not self._stopping:
                 session = await self._load()
                 if session is None:
+                    if self._session is not None:
+                        await self._move(SessionState.STOPPED, "deleted")
                     return
                 if not session.desired_running:
                     await self._move(SessionState.STOPPED, "stopped by an operator")
@@ -617,10 +619,14 @@ class SessionDriver:
     # --- state, health, metrics -----------------------------------------------------------
 
     async def _load(self) -> Session | None:
+        """Read the session afresh; None when it is gone or deleted (``_session`` then keeps
+        what is known of it, to report it stopped)."""
         async with self._uow() as uow:
             session = await uow.sessions.get(self.session_id)
-        if session is None or session.deleted_at is not None:
-            self._session = None
+        if session is None:
+            return None
+        if session.deleted_at is not None:
+            self._session = session
             return None
         if self._session is not None:
             # Keep what this driver knows better than the row (attempts, breaker).
