@@ -18,6 +18,7 @@ from esquadrao.whatsapp.v1 import commands_pb2
 from esquadrao_common.resilience.backoff import backoff_ceiling
 from prometheus_client import Counter
 
+from whatsapp.adapters.orm import MESSAGE_ID_LENGTH, PHONE_LENGTH
 from whatsapp.domain.events import (
     EVENTS_TOPIC,
     message_received,
@@ -173,7 +174,10 @@ async def accept_command(
             now,
             envelope,
         )
-    entry = _entry_for(command, company_id, priority, command.session_id or _NO_SESSION, now)
+    # A session id that is not a UUID cannot be stored (nor name a session): the entry
+    # that records the refusal gets none.
+    session_id = command.session_id if _is_uuid(command.session_id) else _NO_SESSION
+    entry = _entry_for(command, company_id, priority, session_id, now)
     problem = await _problem_with(uow, command, company_id)
     if problem is not None:
         return await _reject(uow, entry, problem, now, envelope)
@@ -204,6 +208,10 @@ async def _problem_with(
 ) -> RejectedCommand | None:
     if not command.message_id:
         return RejectedCommand("invalid_command", "message_id is required")
+    if len(command.message_id) > MESSAGE_ID_LENGTH:
+        return RejectedCommand(
+            "invalid_command", f"message_id is longer than {MESSAGE_ID_LENGTH} characters"
+        )
     try:
         outbound_from_command(command)
     except ValueError as error:
@@ -231,9 +239,12 @@ async def _reject(
     now: datetime,
     envelope: Envelope,
 ) -> Accepted:
-    if not entry.message_id:
-        log.warning("dropping a SendMessage without message_id: %s", problem.detail)
+    if not entry.message_id or len(entry.message_id) > MESSAGE_ID_LENGTH:
+        # No ledger key to record the refusal under (nor to send its status event with).
+        log.warning("dropping a SendMessage without a usable message_id: %s", problem.detail)
         return Accepted.REJECTED
+    # What is kept of a recipient that is not a phone: the column holds E.164 lengths.
+    entry.to_phone_e164 = entry.to_phone_e164[:PHONE_LENGTH]
     entry.status = MessageStatus.QUEUED
     if not await uow.ledger.add(entry):
         return Accepted.DUPLICATE

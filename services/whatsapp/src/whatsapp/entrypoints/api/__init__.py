@@ -1,0 +1,1 @@
+"""The whatsapp REST API: sessions, messages, Cloud API webhooks, and error translation."""
