@@ -122,7 +122,7 @@ class SessionSupervisor:
             for session_id, driver in self.drivers.items()
             if partition_of(session_id, self._partitions) in numbers
         ]
-        await asyncio.gather(*(driver.stop() for driver in leaving))
+        await asyncio.gather(*(driver.stop() for driver in leaving), return_exceptions=True)
         for driver in leaving:
             self.drivers.pop(driver.session_id, None)
         SESSIONS_DRIVEN.set(len(self.drivers))
@@ -163,7 +163,9 @@ class SessionSupervisor:
             driver.wake()
 
     async def stop(self) -> None:
-        await asyncio.gather(*(driver.stop() for driver in self.drivers.values()))
+        await asyncio.gather(
+            *(driver.stop() for driver in self.drivers.values()), return_exceptions=True
+        )
         self.drivers.clear()
         SESSIONS_DRIVEN.set(0)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from esquadrao_common.service import Platform
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from whatsapp.adapters.cloud_api import CloudApiProvider
 from whatsapp.adapters.cloud_session import CloudConnection
@@ -81,7 +82,14 @@ def send_worker(
     def uow() -> WhatsappUnitOfWork:
         return WhatsappUnitOfWork(platform.database)
 
-    limiter = SessionLimiter(shared_rate_limiter(platform.redis))
+    # Its own pool: every send takes tokens, and a pool that refused connections when
+    # exhausted would push the limiter to its per-process fallback under load.
+    limits_redis = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=64, timeout=5, socket_timeout=2
+        )
+    )
+    limiter = SessionLimiter(shared_rate_limiter(limits_redis))
     vault = CredentialCipher.from_settings(settings)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
     connect = connection_factory(settings, http)

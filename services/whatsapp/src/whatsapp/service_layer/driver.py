@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from esquadrao.whatsapp.v1 import commands_pb2, whatsapp_pb2
 from esquadrao_common.events import event_type_of, new_envelope
-from esquadrao_common.resilience.backoff import Uniform
+from esquadrao_common.resilience.backoff import Uniform, full_jitter
 from esquadrao_common.resilience.breaker import CircuitBreaker, CircuitState
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -100,6 +100,10 @@ SEND_RATE = Gauge(
 
 #: Entries claimed per round: about this many seconds of sending at the current rate.
 CLAIM_HORIZON_S = 0.25
+#: How long a closing connection's send round may take to record its outcomes.
+SEND_ROUND_GRACE_S = 15.0
+#: Backoff (base, cap) in seconds after the driver itself failed (database unavailable).
+DRIVER_FAILURE_BACKOFF_S = (1.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ class DriverPolicy:
     retry: ledger.RetryPolicy = field(default_factory=lambda: ledger.RetryPolicy(max_attempts=8))
     max_claim: int = 32
     default_profile: str = ""
-    idle_poll_s: float = 1.0
+    idle_poll_s: float = 30.0
     metrics_flush_s: float = 10.0
 
 
@@ -207,6 +211,8 @@ class SessionDriver:
         self._control = asyncio.Event()
         self._reconnect_now = False
         self._restart_requested = False
+        self._adopted = False
+        self._in_round = False
         self._gave_up: str | None = None
         self._attempt_reported = True
         self._connected = asyncio.Event()
@@ -218,6 +224,7 @@ class SessionDriver:
             on_state_change=self._breaker_changed,
         )
         self._pending_health: list[tuple[CircuitState, CircuitState, str]] = []
+        self._flushed: tuple[object, ...] = ()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -233,7 +240,8 @@ class SessionDriver:
         if self._connection is not None:
             await self._connection.close()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            # A failure of the driver was logged where it happened.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
     @property
@@ -270,29 +278,42 @@ class SessionDriver:
     # --- the connection loop --------------------------------------------------------------
 
     async def _run(self) -> None:
-        try:
-            await self._adopt()
-            while not self._stopping:
-                session = await self._load()
-                if session is None:
-                    if self._session is not None:
-                        await self._move(SessionState.STOPPED, "deleted")
+        failures = 0
+        while not self._stopping:
+            try:
+                if await self._step():
                     return
-                if not session.desired_running:
-                    await self._move(SessionState.STOPPED, "stopped by an operator")
-                    await self._wait_control(None)
-                    continue
-                if (
-                    session.state in (SessionState.BANNED, SessionState.FAILED)
-                    and not self._restart_requested
-                ):
-                    # Terminal until an operator restarts it.
-                    await self._wait_control(None)
-                    continue
-                await self._connection_round(session)
-        except Exception:
-            log.exception("driver of session %s crashed", self.session_id)
-            raise
+                failures = 0
+            except Exception:
+                delay = full_jitter(failures, *DRIVER_FAILURE_BACKOFF_S, self._rng)
+                failures += 1
+                log.exception(
+                    "driver of session %s failed; again in %.1f s", self.session_id, delay
+                )
+                await self._wait_control(delay)
+
+    async def _step(self) -> bool:
+        """One turn of the connection loop; True when the driver is done for good."""
+        if not self._adopted:
+            await self._adopt()
+            self._adopted = True
+        session = await self._load()
+        if session is None:
+            if self._session is not None:
+                await self._move(SessionState.STOPPED, "deleted")
+            return True
+        if not session.desired_running:
+            await self._move(SessionState.STOPPED, "stopped by an operator")
+            await self._wait_control(None)
+        elif (
+            session.state in (SessionState.BANNED, SessionState.FAILED)
+            and not self._restart_requested
+        ):
+            # Terminal until an operator restarts it.
+            await self._wait_control(None)
+        else:
+            await self._connection_round(session)
+        return False
 
     async def _adopt(self) -> None:
         """Take the session over: a state its previous driver left "live" is stale."""
@@ -337,25 +358,56 @@ class SessionDriver:
             await self._move(SessionState.FAILED, f"bad credentials: {error}")
             return
         self._connection = connection
-        sender: asyncio.Task[None] | None = None
+        self._connected.clear()
+        run = asyncio.create_task(connection.run())
+        sender = asyncio.create_task(self._send_loop())
         try:
-            self._connected.clear()
-            run = asyncio.create_task(connection.run())
-            sender = asyncio.create_task(self._send_loop(connection))
+            await asyncio.wait({run, sender}, return_when=asyncio.FIRST_COMPLETED)
+            failure = sender.exception() if sender.done() else None
+            if failure is not None:
+                # The send loop failed (the database went away): end the connection and
+                # let the reconnection backoff pace the next attempt.
+                log.error("send loop of session %s failed: %r", self.session_id, failure)
+                await connection.close()
             try:
                 closed = await run
             except OSError as error:
                 closed = ConnectionClosed(CloseKind.DISCONNECTED, f"cannot connect: {error}")
+            if failure is not None:
+                closed = ConnectionClosed(CloseKind.DISCONNECTED, f"send loop failed: {failure}")
         finally:
             self._connected.clear()
-            if sender is not None:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sender
+            self._wake.set()
+            await self._finish_send_loop(sender)
             self._connection = None
             CONNECTED.labels(self.session_id).set(0)
             UPTIME.labels(self.session_id).set(0)
         await self._after_close(closed)
+
+    async def _finish_send_loop(self, sender: asyncio.Task[None]) -> None:
+        """Let the send round in progress record its outcomes (sends on a closed
+        connection fail at once); if it cannot, declare what it had in flight unknown
+        now rather than at the next adoption."""
+        if sender.done():
+            return
+        if not self._in_round:
+            # Idle or still waiting for the connection: nothing to record.
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(sender), SEND_ROUND_GRACE_S)
+        except TimeoutError:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            with contextlib.suppress(Exception):
+                async with self._uow() as uow:
+                    await ledger.resolve_in_flight(uow, [self.session_id], self._clock())
+                    await uow.commit()
+        except Exception:
+            log.exception("send loop of session %s failed while closing", self.session_id)
 
     def _report_attempt(self, *, ok: bool | None) -> None:
         """Tell the breaker how the connection attempt it let through went, once."""
@@ -447,6 +499,7 @@ class SessionDriver:
     async def connected(self, phone_e164: str, new_credentials: str | None) -> None:
         session = self._session
         assert session is not None
+        self._report_attempt(ok=True)
         async with self._uow() as uow:
             if new_credentials is not None:
                 secrets = await self._secrets(uow)
@@ -455,10 +508,9 @@ class SessionDriver:
             await uow.sessions.set_pairing(self.session_id, None)
             if phone_e164:
                 session.phone_e164 = phone_e164
+            self._stage_health(uow)
             await self._move_in(uow, SessionState.CONNECTED, "connected")
             await uow.commit()
-        self._report_attempt(ok=True)
-        await self._flush_health()
         CONNECTED.labels(self.session_id).set(1)
         UPTIME.labels(self.session_id).set(time.time())
         self._connected.set()
@@ -476,14 +528,16 @@ class SessionDriver:
 
     # --- the send loop --------------------------------------------------------------------
 
-    async def _send_loop(self, connection: SessionConnection) -> None:
+    async def _send_loop(self) -> None:
         await self._connected.wait()
+        connection = self._connection
         session = self._session
+        assert connection is not None
         assert session is not None
         profile = session.profile or self._policy.default_profile or session.provider.value
         self._limiter.configure(session.id, profile_named(profile), session.limit_overrides)
         last_flush = self._monotonic()
-        while not self._stopping:
+        while not self._stopping and self._connected.is_set():
             if self._monotonic() - last_flush >= self._policy.metrics_flush_s:
                 await self._flush_metrics()
                 last_flush = self._monotonic()
@@ -497,24 +551,35 @@ class SessionDriver:
             if self.breaker.state is CircuitState.HALF_OPEN:
                 size = 1
             self._wake.clear()
-            async with self._uow() as uow:
-                batch = await ledger.claim(uow, session.id, self._clock(), size)
-                await uow.commit()
+            # From the claim to the recorded outcomes the round must not be cancelled: a
+            # claim that committed unseen would leave its entries in flight.
+            self._in_round = True
+            try:
+                async with self._uow() as uow:
+                    now = self._clock()
+                    batch = await ledger.claim(uow, session.id, now, size)
+                    due = None if batch else await uow.ledger.next_due_at(session.id)
+                    await uow.commit()
+                if batch:
+                    outcomes = await self._hand_over(connection, batch)
+                    async with self._uow() as uow:
+                        await ledger.record_outcomes(
+                            uow, outcomes, self._clock(), self._policy.retry
+                        )
+                        await uow.commit()
+            finally:
+                self._in_round = False
             if not batch:
-                await self._sleep_or_wake(await self._idle_wait())
+                await self._sleep_or_wake(self._idle_wait(due, now))
                 continue
-            outcomes = await self._hand_over(connection, batch)
-            async with self._uow() as uow:
-                await ledger.record_outcomes(uow, outcomes, self._clock(), self._policy.retry)
-                await uow.commit()
             await self._flush_health()
 
-    async def _idle_wait(self) -> float:
-        async with self._uow() as uow:
-            due = await uow.ledger.next_due_at(self.session_id)
+    def _idle_wait(self, due: datetime | None, now: datetime) -> float:
+        """How long an idle send loop sleeps unless woken: until the earliest retry falls
+        due, else ``idle_poll_s`` (new entries wake it; the poll is only a safety net)."""
         if due is None:
-            return self._policy.idle_poll_s
-        return max(0.0, min(self._policy.idle_poll_s, (due - self._clock()).total_seconds()))
+            return self._policy.idle_poll_s * self._rng.uniform(0.8, 1.2)
+        return max(0.0, min(self._policy.idle_poll_s, (due - now).total_seconds()))
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -682,30 +747,35 @@ class SessionDriver:
         """Store and publish the breaker changes since the last flush."""
         if not self._pending_health or self._session is None:
             return
-        changes, self._pending_health = self._pending_health, []
-        session = self._session
-        now = self._clock()
         async with self._uow() as uow:
-            for old, new, reason in changes:
-                event = whatsapp_pb2.WhatsappEvent(
-                    session_health_changed=whatsapp_pb2.SessionHealthChanged(
-                        session_id=session.id,
-                        breaker_state=_BREAKER_TO_PROTO[new],
-                        previous_breaker_state=_BREAKER_TO_PROTO[old],
-                        reason=reason,
-                        changed_at=to_timestamp(now),
-                    )
-                )
-                event.envelope.CopyFrom(
-                    new_envelope(
-                        event_type_of(event), session.company_id, PRODUCER, occurred_at=now
-                    )
-                )
-                uow.stage(EVENTS_TOPIC, session.id, event)
-            session.breaker_state = changes[-1][1].value
-            session.breaker_reason = changes[-1][2]
-            await uow.sessions.set_state(session, now=now, owner=self._owner)
+            self._stage_health(uow)
+            await uow.sessions.set_state(self._session, now=self._clock(), owner=self._owner)
             await uow.commit()
+
+    def _stage_health(self, uow: WhatsappUnitOfWork) -> None:
+        """Stage a ``SessionHealthChanged`` per breaker change since the last one staged,
+        and put the breaker's state on the session (written with its state)."""
+        session = self._session
+        if not self._pending_health or session is None:
+            return
+        changes, self._pending_health = self._pending_health, []
+        now = self._clock()
+        for old, new, reason in changes:
+            event = whatsapp_pb2.WhatsappEvent(
+                session_health_changed=whatsapp_pb2.SessionHealthChanged(
+                    session_id=session.id,
+                    breaker_state=_BREAKER_TO_PROTO[new],
+                    previous_breaker_state=_BREAKER_TO_PROTO[old],
+                    reason=reason,
+                    changed_at=to_timestamp(now),
+                )
+            )
+            event.envelope.CopyFrom(
+                new_envelope(event_type_of(event), session.company_id, PRODUCER, occurred_at=now)
+            )
+            uow.stage(EVENTS_TOPIC, session.id, event)
+        session.breaker_state = changes[-1][1].value
+        session.breaker_reason = changes[-1][2]
 
     async def _flush_metrics(self) -> None:
         session = self._session
@@ -715,6 +785,16 @@ class SessionDriver:
         figures = self.figures.as_dict(self._monotonic(), session.connected_since, now)
         figures["current_rate"] = self._limiter.current_rate(session.id)
         figures["breaker"] = self.breaker.state.value
+        fingerprint = (
+            figures["processed"],
+            figures["reconnects"],
+            figures["current_rate"],
+            figures["breaker"],
+        )
+        if fingerprint == self._flushed:
+            # Idle since the last flush: uptime is derived from connected_since.
+            return
+        self._flushed = fingerprint
         async with self._uow() as uow:
             await uow.sessions.save_metrics(session.id, figures, now)
             await uow.commit()
