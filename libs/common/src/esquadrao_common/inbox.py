@@ -8,6 +8,8 @@ or roll back together, "handled" and "recorded as handled" can never disagree.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select, text
@@ -22,6 +24,14 @@ _CLAIM = text(
     "VALUES (:consumer_group, :event_id) ON CONFLICT DO NOTHING RETURNING event_id"
 )
 
+#: Many claims in one statement (one round trip). The ids are sorted so that two
+#: transactions claiming overlapping sets lock the inbox's index entries in the same order.
+_CLAIM_MANY = text(
+    "INSERT INTO processed_events (consumer_group, event_id) "
+    "SELECT :consumer_group, event_id FROM unnest(CAST(:event_ids AS uuid[])) AS event_id "
+    "ORDER BY event_id ON CONFLICT DO NOTHING RETURNING CAST(event_id AS text)"
+)
+
 
 async def claim(session: AsyncSession, consumer_group: str, event_id: str) -> bool:
     """Record ``event_id`` as handled by ``consumer_group`` in the session's transaction.
@@ -32,6 +42,25 @@ async def claim(session: AsyncSession, consumer_group: str, event_id: str) -> bo
     """
     parameters = {"consumer_group": consumer_group, "event_id": event_id}
     return (await session.execute(_CLAIM, parameters)).first() is not None
+
+
+async def claim_many(
+    session: AsyncSession, consumer_group: str, event_ids: Iterable[str]
+) -> set[str]:
+    """Record every one of ``event_ids`` as handled by ``consumer_group``, in one statement.
+
+    Returns those claimed now, spelled as given: the first time for each (the caller applies
+    their effects in the same transaction). The others were handled before, or are claimed
+    by a concurrent transaction, which this one waits for. An id given twice is claimed
+    once. Event ids are UUIDs (the envelope's ``event_id``); any spelling of one is the
+    same event.
+    """
+    spelled = {str(uuid.UUID(event_id)): event_id for event_id in event_ids}
+    if not spelled:
+        return set()
+    parameters = {"consumer_group": consumer_group, "event_ids": list(spelled)}
+    rows = await session.execute(_CLAIM_MANY, parameters)
+    return {spelled[event_id] for (event_id,) in rows}
 
 
 async def was_processed(session: AsyncSession, consumer_group: str, event_id: str) -> bool:

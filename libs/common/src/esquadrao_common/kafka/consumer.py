@@ -31,6 +31,25 @@ rejects the commit for the records' own reason (a constraint checked at commit),
 record can be blamed: the records are processed again, one transaction each, so that the
 commit that fails is one record's, which goes down the retry chain.
 
+A runtime given a ``batch_handler`` instead of a ``handler`` (:data:`BatchHandler`) hands
+the records of a transaction, from the group's own topics, to it together, in one savepoint:
+the runtime claims all their event ids with one statement
+(:func:`~esquadrao_common.inbox.claim_many`), calls the batch handler once with the records
+whose claim is new, in partition order (not at all when there is none; the others are
+duplicates), and releases the savepoint: a few round trips per transaction instead of a few
+per record. When the batch fails for the records' reason (the handler raises, or writing
+its effects fails on a statement), the savepoint is rolled back and the records are
+processed again as in the per-record path, the batch handler called with one record at a
+time, each in its own savepoint: the record at fault goes down the retry chain, the others
+are applied. An undecodable record is dead-lettered on its own, between the batches before
+and after it. Records from retry topics always take the per-record path (one-record
+batches). Infrastructure failures, commits, offsets, pauses and rebalances are the same in
+both paths. A batch handler's call is timed once in the handler duration metric and has one
+``process`` span: for a lone record the record's own span (continuing its trace), for
+several a new trace with the batch's size (``messaging.batch.message_count``), partition and
+first offset, linked to each record's trace context; the events the handler stages carry
+that span's context.
+
 A record read from a retry topic before its ``retry-not-before`` time is not waited for in
 the poll loop: its partition is paused, rewound to that record and resumed when it is due,
 while every other partition keeps flowing.
@@ -56,7 +75,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -67,13 +86,14 @@ from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from esquadrao.common.v1.envelope_pb2 import Envelope
-from opentelemetry.trace import Span
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, get_current_span
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import DBAPIError
 
 from esquadrao_common.db import SqlAlchemyUnitOfWork
 from esquadrao_common.events import UndecodableRecord, read_envelope
-from esquadrao_common.inbox import claim
+from esquadrao_common.inbox import claim, claim_many
 from esquadrao_common.kafka.catalog import ConsumerGroupSpec
 from esquadrao_common.kafka.dead_letters import (
     FailureRoute,
@@ -89,7 +109,9 @@ from esquadrao_common.tracing import (
     context_from,
     current_trace_headers,
     mark_error,
+    messaging_attributes,
     messaging_span,
+    tracer,
     with_trace_headers,
 )
 
@@ -103,7 +125,8 @@ RECORDS = Counter(
 )
 HANDLER_DURATION = Histogram(
     "esquadrao_consumer_handler_duration_seconds",
-    "Time spent in a consumer group's handler per record (failed calls included).",
+    "Time spent in a consumer group's handler per call (failed calls included): one record, "
+    "or a batch handler's batch.",
     ["group"],
 )
 LAG = Gauge(
@@ -160,6 +183,17 @@ UoWT = TypeVar("UoWT", bound=SqlAlchemyUnitOfWork)
 #: rolls back. Raising rolls back its effects and staged events (only those) and sends the
 #: record to the retry chain.
 Handler = Callable[[IncomingRecord, UoWT], Awaitable[None]]
+
+#: A batch handler applies the effects of several records of one partition, given in
+#: partition order, in the unit of work it is given, inside one savepoint: it neither
+#: commits nor rolls back. It is only given records whose event the group has not handled
+#: before. Raising rolls back the whole batch's effects and staged events; the runtime then
+#: calls it again with one record at a time, each in a savepoint of its own, so that the
+#: record at fault (failing alone) goes down the retry chain and the others are applied.
+BatchHandler = Callable[[Sequence[IncomingRecord], UoWT], Awaitable[None]]
+
+#: Span attribute: how many records a batch handler's ``process`` span covers.
+BATCH_COUNT_ATTRIBUTE = "messaging.batch.message_count"
 
 
 class PartitionOwnership(Protocol):
@@ -296,6 +330,11 @@ class ConsumerRuntime(Generic[UoWT]):
     partition ``p`` of every topic with as many partitions to the same member: the retry
     topics too, when they have as many partitions as the group's topics. ``ownership`` is
     told which partitions this member owns (:class:`PartitionOwnership`).
+
+    Exactly one of ``handler`` (called per record, :data:`Handler`) and ``batch_handler``
+    (called per transaction with its new records, :data:`BatchHandler`) is given. With a
+    batch handler, the owner's :meth:`pause` called from it holds back the records after the
+    batch.
     """
 
     def __init__(
@@ -303,7 +342,8 @@ class ConsumerRuntime(Generic[UoWT]):
         *,
         bootstrap: str,
         group: ConsumerGroupSpec,
-        handler: Handler[UoWT],
+        handler: Handler[UoWT] | None = None,
+        batch_handler: BatchHandler[UoWT] | None = None,
         uow_factory: Callable[[], UoWT],
         publisher: Publisher,
         max_batch: int = 100,
@@ -326,7 +366,10 @@ class ConsumerRuntime(Generic[UoWT]):
             )
         self.group = group
         self._bootstrap = bootstrap
-        self._handler = handler
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
+        self._batch_handler = batch_handler
+        self._handler: Handler[UoWT] = handler or self._one_record_batch
         self._uow_factory = uow_factory
         self._publisher = publisher
         self._max_batch = max_batch
@@ -354,6 +397,11 @@ class ConsumerRuntime(Generic[UoWT]):
         self._uncommitted: dict[TopicPartition, int] = {}
         self._failures_in_a_row = 0
         self._stalled = False
+
+    async def _one_record_batch(self, record: IncomingRecord, uow: UoWT) -> None:
+        """The batch handler as a per-record handler: a batch of ``record`` alone."""
+        assert self._batch_handler is not None
+        await self._batch_handler([record], uow)
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -541,8 +589,10 @@ class ConsumerRuntime(Generic[UoWT]):
     async def _process_together(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[Any], attempt: int
     ) -> int:
-        """Process ``records`` of ``tp``, in order, in one transaction, each in a savepoint.
+        """Process ``records`` of ``tp``, in order, in one transaction.
 
+        Each record in a savepoint of its own, or, with a batch handler and records from the
+        group's own topics, the records in one savepoint (:meth:`_process_in_batches`).
         Returns how many of them are done. Stops early when stopping, when the owner paused
         the partition (rewound to the next record), at a retry record not yet due (the
         partition is paused and rewound to it) and at an infrastructure failure
@@ -556,19 +606,10 @@ class ConsumerRuntime(Generic[UoWT]):
         committed = rejected = False
         try:
             async with self._uow_factory() as uow:
-                for record in records:
-                    if (
-                        self._stopping.is_set()
-                        or self._held_by_owner(consumer, tp, record)
-                        or self._hold_until_due(consumer, tp, record, attempt)
-                    ):
-                        break
-                    try:
-                        outcome = await self._process_record(uow, record, attempt)
-                    except InfrastructureError as error:
-                        self._redeliver(consumer, tp, record, str(error), error.__cause__)
-                        break
-                    finished.append((record, outcome))
+                if self._batch_handler is not None and attempt == 0:
+                    await self._process_in_batches(consumer, tp, uow, records, finished)
+                else:
+                    await self._process_each(consumer, tp, uow, records, attempt, finished)
                 try:
                     await uow.commit()
                 except Exception as error:
@@ -601,6 +642,106 @@ class ConsumerRuntime(Generic[UoWT]):
         for record, outcome in finished:
             self._done(tp, record, outcome)
         return len(finished)
+
+    def _may_process(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: Any, attempt: int
+    ) -> bool:
+        """Whether ``record`` may be processed now; if not, ``tp`` is rewound or paused."""
+        return not (
+            self._stopping.is_set()
+            or self._held_by_owner(consumer, tp, record)
+            or self._hold_until_due(consumer, tp, record, attempt)
+        )
+
+    async def _process_each(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        uow: UoWT,
+        records: Sequence[Any],
+        attempt: int,
+        finished: list[tuple[Any, Outcome]],
+    ) -> bool:
+        """Process ``records`` in ``uow``'s transaction, each in a savepoint of its own.
+
+        Appends each record done (once the transaction commits) to ``finished``. Returns
+        whether all were: False when it stopped early (see :meth:`_process_together`).
+        """
+        for record in records:
+            if not self._may_process(consumer, tp, record, attempt):
+                return False
+            try:
+                outcome = await self._process_record(uow, record, attempt)
+            except InfrastructureError as error:
+                self._redeliver(consumer, tp, record, str(error), error.__cause__)
+                return False
+            finished.append((record, outcome))
+        return True
+
+    async def _process_in_batches(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        uow: UoWT,
+        records: Sequence[Any],
+        finished: list[tuple[Any, Outcome]],
+    ) -> bool:
+        """Process ``records`` (of the group's own topics) with the batch handler.
+
+        The records are handed to it together, in one savepoint; an undecodable record,
+        dead-lettered on its own, splits them in two batches around it. Same contract as
+        :meth:`_process_each`.
+        """
+        batch: list[tuple[Any, IncomingRecord]] = []
+        for record in records:
+            incoming = self._decode(record, 0)
+            if isinstance(incoming, IncomingRecord):
+                batch.append((record, incoming))
+                continue
+            if not await self._process_batch_of(consumer, tp, uow, batch, finished):
+                return False
+            batch = []
+            if not await self._process_each(consumer, tp, uow, [record], 0, finished):
+                return False
+        return await self._process_batch_of(consumer, tp, uow, batch, finished)
+
+    async def _process_batch_of(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        uow: UoWT,
+        batch: Sequence[tuple[Any, IncomingRecord]],
+        finished: list[tuple[Any, Outcome]],
+    ) -> bool:
+        """Process ``batch`` in one savepoint; when it fails, each record in a savepoint.
+
+        The fallback calls the batch handler with one record at a time, so that the record
+        at fault fails alone and goes down the retry chain while the others are applied.
+        Same contract as :meth:`_process_each`.
+        """
+        if not batch:
+            return True
+        first = batch[0][0]
+        if not self._may_process(consumer, tp, first, 0):
+            return False
+        try:
+            outcomes = await self._apply_batch(uow, [incoming for _, incoming in batch])
+        except InfrastructureError as error:
+            self._redeliver(consumer, tp, first, str(error), error.__cause__)
+            return False
+        if outcomes is not None:
+            finished.extend(zip((record for record, _ in batch), outcomes, strict=True))
+            return True
+        for record, incoming in batch:
+            if not self._may_process(consumer, tp, record, 0):
+                return False
+            try:
+                outcome = await self._process_incoming(uow, record, incoming)
+            except InfrastructureError as error:
+                self._redeliver(consumer, tp, record, str(error), error.__cause__)
+                return False
+            finished.append((record, outcome))
+        return True
 
     async def _process_one_by_one(
         self,
@@ -694,35 +835,14 @@ class ConsumerRuntime(Generic[UoWT]):
         self._failures_in_a_row = 0
         RECORDS.labels(self.group.name, tp.topic, outcome.value).inc()
 
-    async def _process_record(
-        self, uow: UoWT, record: Any, attempt: int, *, commit: bool = False
-    ) -> Outcome:
-        """Process ``record`` in ``uow``'s transaction, inside its ``process`` span.
-
-        With ``commit``, ``uow`` is the record's alone and is committed in the span too.
-        Raises InfrastructureError when the database or the broker failed.
-        """
+    def _decode(self, record: Any, attempt: int) -> IncomingRecord | UndecodableRecord:
+        """``record`` as the handler sees it, or why it cannot be read."""
         headers: Headers = list(record.headers)
-        parent = context_from(headers)
         try:
             envelope = read_envelope(record.value)
         except UndecodableRecord as error:
-            with messaging_span(
-                "process",
-                record.topic,
-                parent=parent,
-                key=record.key,
-                partition=record.partition,
-                offset=record.offset,
-                consumer_group=self.group.name,
-            ) as span:
-                mark_error(span, error)
-                now_ms = self._now_ms()
-                route = route_failure(self.group, attempt, now_ms=now_ms, retriable=False)
-                await self._route(record, headers, route, error, now_ms)
-            return Outcome.DEAD_LETTERED
-        origin = origin_of(record.topic, record.partition, record.offset, headers)
-        incoming = IncomingRecord(
+            return error
+        return IncomingRecord(
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
@@ -732,23 +852,167 @@ class ConsumerRuntime(Generic[UoWT]):
             timestamp=record.timestamp,
             envelope=envelope,
             attempt=attempt,
-            source_topic=origin.topic,
+            source_topic=origin_of(record.topic, record.partition, record.offset, headers).topic,
         )
+
+    async def _process_record(
+        self, uow: UoWT, record: Any, attempt: int, *, commit: bool = False
+    ) -> Outcome:
+        """Process ``record`` in ``uow``'s transaction, inside its ``process`` span.
+
+        With ``commit``, ``uow`` is the record's alone and is committed in the span too.
+        Raises InfrastructureError when the database or the broker failed.
+        """
+        incoming = self._decode(record, attempt)
+        if isinstance(incoming, IncomingRecord):
+            return await self._process_incoming(uow, record, incoming, commit=commit)
+        headers: Headers = list(record.headers)
         with messaging_span(
             "process",
-            incoming.source_topic,
-            parent=parent,
+            record.topic,
+            parent=context_from(headers),
             key=record.key,
-            message_id=envelope.event_id,
             partition=record.partition,
             offset=record.offset,
             consumer_group=self.group.name,
         ) as span:
-            span.set_attribute("esquadrao.consumer.attempt", attempt)
+            mark_error(span, incoming)
+            now_ms = self._now_ms()
+            route = route_failure(self.group, attempt, now_ms=now_ms, retriable=False)
+            await self._route(record, headers, route, incoming, now_ms)
+        return Outcome.DEAD_LETTERED
+
+    async def _process_incoming(
+        self, uow: UoWT, record: Any, incoming: IncomingRecord, *, commit: bool = False
+    ) -> Outcome:
+        """Process decoded ``record`` alone, inside its ``process`` span (see above)."""
+        with messaging_span(
+            "process",
+            incoming.source_topic,
+            parent=context_from(incoming.headers),
+            key=record.key,
+            message_id=incoming.event_id,
+            partition=record.partition,
+            offset=record.offset,
+            consumer_group=self.group.name,
+        ) as span:
+            span.set_attribute("esquadrao.consumer.attempt", incoming.attempt)
             result = await self._apply(uow, incoming, commit=commit)
             if isinstance(result, Outcome):
                 return result
-            return await self._fail(span, record, headers, attempt, result)
+            return await self._fail(span, record, incoming.headers, incoming.attempt, result)
+
+    @contextlib.contextmanager
+    def _batch_span(self, records: Sequence[IncomingRecord]) -> Iterator[Span]:
+        """The ``process`` span of a batch handler's call.
+
+        One record: its span as in the per-record path, continuing the record's trace. More:
+        a span of its own (a new trace) linked to each record's trace context, with the
+        batch's size, partition and first offset.
+        """
+        first = records[0]
+        if len(records) == 1:
+            with messaging_span(
+                "process",
+                first.source_topic,
+                parent=context_from(first.headers),
+                key=first.key,
+                message_id=first.event_id,
+                partition=first.partition,
+                offset=first.offset,
+                consumer_group=self.group.name,
+            ) as span:
+                span.set_attribute("esquadrao.consumer.attempt", first.attempt)
+                span.set_attribute(BATCH_COUNT_ATTRIBUTE, 1)
+                yield span
+            return
+        links = []
+        for record in records:
+            context = get_current_span(context_from(record.headers)).get_span_context()
+            if context.is_valid:
+                links.append(Link(context))
+        attributes = messaging_attributes(
+            "process",
+            first.source_topic,
+            partition=first.partition,
+            offset=first.offset,
+            consumer_group=self.group.name,
+        )
+        attributes[BATCH_COUNT_ATTRIBUTE] = len(records)
+        attributes["esquadrao.consumer.attempt"] = first.attempt
+        with tracer().start_as_current_span(
+            f"process {first.source_topic}",
+            context=Context(),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=links,
+            record_exception=True,
+            set_status_on_exception=True,
+        ) as span:
+            yield span
+
+    async def _apply_batch(
+        self, uow: UoWT, records: Sequence[IncomingRecord]
+    ) -> list[Outcome] | None:
+        """Claim ``records`` and hand the new ones to the batch handler, in one savepoint.
+
+        Returns each record's outcome (HANDLED or DUPLICATE) once the savepoint is
+        released, or None when the batch failed for the records' reason (the handler
+        raised, or writing its effects failed on a statement), the savepoint rolled back.
+        Raises InfrastructureError when the database, not the records, failed.
+        """
+        assert self._batch_handler is not None
+        outcomes: list[Outcome] = []
+        with self._batch_span(records) as span:
+            handled = False
+            try:
+                async with uow.savepoint():
+                    try:
+                        claimed = await claim_many(
+                            uow.session, self.group.name, [r.event_id for r in records]
+                        )
+                    except Exception as error:
+                        raise InfrastructureError(
+                            "could not claim the events in the inbox"
+                        ) from error
+                    new: list[IncomingRecord] = []
+                    for record in records:
+                        if record.event_id in claimed:
+                            # A second copy of the event in the batch is a duplicate.
+                            claimed.discard(record.event_id)
+                            new.append(record)
+                            outcomes.append(Outcome.HANDLED)
+                        else:
+                            outcomes.append(Outcome.DUPLICATE)
+                    if new:
+                        started = time.perf_counter()
+                        try:
+                            await self._batch_handler(new, uow)
+                        finally:
+                            HANDLER_DURATION.labels(self.group.name).observe(
+                                time.perf_counter() - started
+                            )
+                    handled = True
+            except InfrastructureError:
+                raise
+            except Exception as error:
+                if _connection_lost(error):
+                    raise InfrastructureError("database connection lost") from error
+                if handled and not _record_caused_commit_error(error):
+                    raise InfrastructureError("could not write the records' effects") from error
+                mark_error(span, error)
+                log.warning(
+                    "consumer group %s: the batch of %d records of %s/%d from offset %d "
+                    "failed, processing them one at a time: %r",
+                    self.group.name,
+                    len(records),
+                    records[0].topic,
+                    records[0].partition,
+                    records[0].offset,
+                    error,
+                )
+                return None
+        return outcomes
 
     async def _apply(
         self, uow: UoWT, record: IncomingRecord, *, commit: bool

@@ -211,6 +211,19 @@ class SessionRepository:
             .values(metrics=metrics, metrics_at=now)
         )
 
+    async def live_of_company(self, company_id: str, session_ids: Sequence[str]) -> set[str]:
+        """Which of ``session_ids`` are live sessions of ``company_id``."""
+        if not session_ids:
+            return set()
+        rows = await self.db.execute(
+            select(sessions.c.id).where(
+                sessions.c.id.in_(session_ids),
+                sessions.c.company_id == company_id,
+                sessions.c.deleted_at.is_(None),
+            )
+        )
+        return {str(session_id) for (session_id,) in rows}
+
     async def live_ids(self) -> list[tuple[str, bool]]:
         """Every session not deleted, with whether it should run (workers filter by
         partition)."""
@@ -365,32 +378,42 @@ class LedgerRepository:
 
     async def add(self, entry: LedgerEntry) -> bool:
         """Insert ``entry`` unless its message id is known; whether it was new."""
-        values = {
-            "message_id": entry.message_id,
-            "company_id": entry.company_id,
-            "session_id": entry.session_id,
-            "pool_id": entry.pool_id,
-            "to_phone_e164": entry.to_phone_e164,
-            "command": entry.command,
-            "priority": int(entry.priority),
-            "not_after": entry.not_after,
-            "origin_kind": entry.origin.kind,
-            "origin_id": entry.origin.id,
-            "origin_item_id": entry.origin.item_id,
-            "queued_at": entry.queued_at,
-            **_entry_values(entry),
-        }
+        return bool(await self.add_many([entry]))
+
+    async def add_many(self, entries: Sequence[LedgerEntry]) -> set[str]:
+        """Insert the entries whose message id is not known yet, in one statement; the
+        message ids inserted (their ``seq`` is set)."""
+        if not entries:
+            return set()
+        rows = [
+            {
+                "message_id": entry.message_id,
+                "company_id": entry.company_id,
+                "session_id": entry.session_id,
+                "pool_id": entry.pool_id,
+                "to_phone_e164": entry.to_phone_e164,
+                "command": entry.command,
+                "priority": int(entry.priority),
+                "not_after": entry.not_after,
+                "origin_kind": entry.origin.kind,
+                "origin_id": entry.origin.id,
+                "origin_item_id": entry.origin.item_id,
+                "queued_at": entry.queued_at,
+                **_entry_values(entry),
+            }
+            for entry in entries
+        ]
         result = await self.db.execute(
             insert(messages)
-            .values(**values)
+            .values(rows)
             .on_conflict_do_nothing(index_elements=[messages.c.message_id])
-            .returning(messages.c.seq)
+            .returning(messages.c.message_id, messages.c.seq)
         )
-        seq = result.scalar_one_or_none()
-        if seq is None:
-            return False
-        entry.seq = seq
-        return True
+        seqs = dict(result.tuples().all())
+        for entry in entries:
+            if entry.message_id in seqs:
+                entry.seq = seqs[entry.message_id]
+        return set(seqs)
 
     async def get(
         self, message_id: str, *, company_id: str | None = None, lock: bool = False

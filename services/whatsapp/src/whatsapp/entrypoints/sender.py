@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -35,7 +35,7 @@ from aiokafka.partitioner import murmur2
 from esquadrao.whatsapp.v1 import commands_pb2
 from esquadrao_common.events import decode_event
 from esquadrao_common.kafka.catalog import Catalog
-from esquadrao_common.kafka.consumer import ConsumerRuntime, Handler, IncomingRecord
+from esquadrao_common.kafka.consumer import BatchHandler, ConsumerRuntime, IncomingRecord
 from esquadrao_common.messaging import Publisher
 from prometheus_client import Gauge
 
@@ -157,10 +157,12 @@ class SessionSupervisor:
             driver = self.drivers.get(session_id)
         return driver
 
-    def wake(self, session_id: str) -> None:
-        driver = self.drivers.get(session_id)
-        if driver is not None:
-            driver.wake()
+    def wake_all(self, session_ids: set[str]) -> None:
+        """New entries were queued for these sessions."""
+        for session_id in session_ids:
+            driver = self.drivers.get(session_id)
+            if driver is not None:
+                driver.wake()
 
     async def stop(self) -> None:
         await asyncio.gather(
@@ -172,35 +174,58 @@ class SessionSupervisor:
 
 def command_handler(
     supervisor: SessionSupervisor, clock: Callable[[], datetime]
-) -> Handler[WhatsappUnitOfWork]:
-    """The handler of the command topics (it does not commit; the runtime does)."""
+) -> BatchHandler[WhatsappUnitOfWork]:
+    """The handler of the command topics, a poll's records at a time (it does not commit;
+    the runtime does): ``SendMessage`` records go into the ledger together
+    (:func:`~whatsapp.service_layer.messages.accept_commands`), each queued one waking its
+    session's driver once committed; ``SessionControl`` records go to the drivers."""
 
-    async def handle_command(record: IncomingRecord, uow: WhatsappUnitOfWork) -> None:
-        command = decode_event(commands_pb2.WhatsappCommand, record.value)
-        which = command.WhichOneof("payload")
-        if which == "send_message":
-            send = command.send_message
-            priority = Priority.BULK if record.source_topic == BULK_TOPIC else Priority.INTERACTIVE
-            accepted = await ledger.accept_command(
-                uow, send, command.envelope, priority, record.source_topic, clock()
-            )
-            if accepted is ledger.Accepted.QUEUED:
-                session_id = send.session_id
-                uow.after_commit(lambda: supervisor.wake(session_id))
-        elif which == "session_control":
-            control = command.session_control
-            if not supervisor.owns(control.session_id):
-                log.warning("control for session %s outside my partitions", control.session_id)
-                return
-
-            def apply() -> None:
-                asyncio.get_running_loop().create_task(
-                    _control(supervisor, control.session_id, control.action, control.reason)
+    async def handle_commands(records: Sequence[IncomingRecord], uow: WhatsappUnitOfWork) -> None:
+        sends: list[ledger.IncomingCommand] = []
+        for record in records:
+            command = decode_event(commands_pb2.WhatsappCommand, record.value)
+            which = command.WhichOneof("payload")
+            if which == "send_message":
+                priority = (
+                    Priority.BULK if record.source_topic == BULK_TOPIC else Priority.INTERACTIVE
                 )
+                sends.append(
+                    ledger.IncomingCommand(
+                        command.send_message, command.envelope, priority, record.source_topic
+                    )
+                )
+            elif which == "session_control":
+                _after_commit_control(uow, supervisor, command.session_control)
+        if not sends:
+            return
+        outcomes = await ledger.accept_commands(uow, sends, clock())
+        woken = {
+            item.command.session_id
+            for item, outcome in zip(sends, outcomes, strict=True)
+            if outcome is ledger.Accepted.QUEUED
+        }
+        if woken:
+            uow.after_commit(lambda: supervisor.wake_all(woken))
 
-            uow.after_commit(apply)
+    return handle_commands
 
-    return handle_command
+
+def _after_commit_control(
+    uow: WhatsappUnitOfWork,
+    supervisor: SessionSupervisor,
+    control: commands_pb2.SessionControl,
+) -> None:
+    """Apply an operator's ``SessionControl`` once the records around it committed."""
+    if not supervisor.owns(control.session_id):
+        log.warning("control for session %s outside my partitions", control.session_id)
+        return
+
+    def apply() -> None:
+        asyncio.get_running_loop().create_task(
+            _control(supervisor, control.session_id, control.action, control.reason)
+        )
+
+    uow.after_commit(apply)
 
 
 async def _control(
@@ -346,7 +371,7 @@ class SendWorker:
         self.runtime: ConsumerRuntime[WhatsappUnitOfWork] = ConsumerRuntime(
             bootstrap=bootstrap,
             group=catalog.group(GROUP),
-            handler=command_handler(self.supervisor, clock),
+            batch_handler=command_handler(self.supervisor, clock),
             uow_factory=uow,
             publisher=publisher,
             client_id=client_id,

@@ -199,6 +199,84 @@ async def accept_command(
     return Accepted.QUEUED
 
 
+@dataclass(frozen=True)
+class IncomingCommand:
+    """A ``SendMessage`` as read from a command topic."""
+
+    command: commands_pb2.SendMessage
+    envelope: Envelope
+    priority: Priority
+    source_topic: str
+
+
+async def accept_commands(
+    uow: WhatsappUnitOfWork, incoming: list[IncomingCommand], now: datetime
+) -> list[Accepted]:
+    """:func:`accept_command` for many commands at once, with the same outcomes in order.
+
+    The common case — a valid command for a live session of its company, not expired —
+    costs one session lookup per company and one multi-row insert for all of them; the
+    rest (pool sends, invalid or expired commands) go through :func:`accept_command`.
+    Commands repeating a message id within the batch are duplicates of the first.
+    """
+    outcomes: list[Accepted | None] = [None] * len(incoming)
+    simple: dict[int, LedgerEntry] = {}
+    wanted: dict[str, set[str]] = {}
+    for index, item in enumerate(incoming):
+        command = item.command
+        if (
+            command.session_id
+            and _is_uuid(command.session_id)
+            and command.message_id
+            and len(command.message_id) <= MESSAGE_ID_LENGTH
+            and _valid_content(command)
+        ):
+            entry = _entry_for(
+                command, item.envelope.company_id, item.priority, command.session_id, now
+            )
+            if not entry.expired(now):
+                simple[index] = entry
+                wanted.setdefault(entry.company_id, set()).add(entry.session_id)
+    live: set[tuple[str, str]] = set()
+    for company_id, session_ids in wanted.items():
+        for session_id in await uow.sessions.live_of_company(company_id, sorted(session_ids)):
+            live.add((company_id, session_id))
+    batch: dict[str, tuple[int, LedgerEntry]] = {}
+    for index, entry in simple.items():
+        if (entry.company_id, entry.session_id) not in live:
+            continue
+        if entry.message_id in batch:
+            outcomes[index] = Accepted.DUPLICATE
+            continue
+        entry.status = MessageStatus.QUEUED
+        batch[entry.message_id] = (index, entry)
+    inserted = await uow.ledger.add_many([entry for _, entry in batch.values()])
+    for message_id, (index, entry) in batch.items():
+        if message_id not in inserted:
+            outcomes[index] = Accepted.DUPLICATE
+            continue
+        key, event = message_status_changed(
+            entry, MessageStatus.UNSPECIFIED, now, causation_id=incoming[index].envelope.event_id
+        )
+        uow.stage(EVENTS_TOPIC, key, event)
+        STATUS_CHANGES.labels("queued").inc()
+        outcomes[index] = Accepted.QUEUED
+    for index, item in enumerate(incoming):
+        if outcomes[index] is None:
+            outcomes[index] = await accept_command(
+                uow, item.command, item.envelope, item.priority, item.source_topic, now
+            )
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _valid_content(command: commands_pb2.SendMessage) -> bool:
+    try:
+        outbound_from_command(command)
+    except ValueError:
+        return False
+    return True
+
+
 #: Session id of entries that never had one (a bad command, an unroutable pool send).
 _NO_SESSION = "00000000-0000-0000-0000-000000000000"
 

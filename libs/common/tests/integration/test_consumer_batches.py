@@ -1,0 +1,481 @@
+"""The consumer runtime's batch handler, and the inbox's claim_many, against a real broker
+and Postgres: batches in partition order, duplicates never passed again, a poison record
+failing alone, a failing batch redone one record at a time; records/s printed (``-s``) of a
+batch handler against a per-record one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from esquadrao.contacts.v1.contacts_pb2 import Contact, ContactCreated, ContactEvent
+from esquadrao_common.db import Database, SqlAlchemyUnitOfWork, platform_metadata
+from esquadrao_common.events import event_type_of, new_envelope, record_headers
+from esquadrao_common.inbox import claim_many, was_processed
+from esquadrao_common.kafka.admin import ensure_topics
+from esquadrao_common.kafka.catalog import ConsumerGroupSpec, TopicSpec
+from esquadrao_common.kafka.consumer import ConsumerRuntime, IncomingRecord
+from esquadrao_common.kafka.dead_letters import (
+    HEADER_ATTEMPT,
+    HEADER_FAILED_AT,
+    HEADER_RETRY_NOT_BEFORE,
+    DeadLetter,
+    Origin,
+    header_value,
+)
+from esquadrao_common.kafka.producer import KafkaPublisher
+from esquadrao_common.messaging import OutgoingRecord
+from prometheus_client import REGISTRY
+from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy.dialects.postgresql import UUID
+
+pytestmark = pytest.mark.integration
+
+SESSION_TIMEOUT_MS = 6_000
+HEARTBEAT_INTERVAL_MS = 1_000
+WAIT_S = 40.0
+
+test_metadata = MetaData()
+effects = Table(
+    "consumer_batch_test_effects",
+    test_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", UUID(as_uuid=False), nullable=False),  # not unique: duplicates show
+    Column("topic", String, nullable=False),
+    Column("attempt", Integer, nullable=False),
+)
+
+
+class MakeTopics(Protocol):
+    async def __call__(self, n: int = 1, *, partitions: int = 1) -> list[str]: ...
+
+
+MakeGroup = Callable[..., Awaitable[ConsumerGroupSpec]]
+
+
+class PoisonRecord(Exception):
+    pass
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {WAIT_S:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def record_of(topic: str, key: str, *, event_id: str | None = None) -> tuple[OutgoingRecord, str]:
+    event = ContactEvent(
+        contact_created=ContactCreated(
+            contact=Contact(id=key, company_id="company-1", phone_e164="+5511999990000")
+        )
+    )
+    event.envelope.CopyFrom(
+        new_envelope(event_type_of(event), "company-1", "tests", event_id=event_id)
+    )
+    value = event.SerializeToString()
+    headers = record_headers(event.envelope)
+    return OutgoingRecord(topic, key.encode(), value, headers), event.envelope.event_id
+
+
+def records_metric(group: ConsumerGroupSpec, topic: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "esquadrao_consumer_records_total",
+        {"group": group.name, "topic": topic, "outcome": outcome},
+    )
+    return value or 0.0
+
+
+async def effect_counts(database: Database) -> Counter[str]:
+    async with database.engine.connect() as connection:
+        rows = await connection.execute(select(effects.c.event_id))
+        return Counter(row.event_id for row in rows)
+
+
+@dataclass
+class BatchRecorder:
+    """A batch handler writing one effect row per record in one multi-row insert.
+
+    ``fail(batch)`` may return an exception to raise for that call.
+    """
+
+    fail: Callable[[Sequence[IncomingRecord]], Exception | None] = lambda batch: None
+    calls: list[list[IncomingRecord]] = field(default_factory=list)
+
+    async def __call__(self, batch: Sequence[IncomingRecord], uow: SqlAlchemyUnitOfWork) -> None:
+        self.calls.append(list(batch))
+        error = self.fail(batch)
+        if error is not None:
+            raise error
+        rows = [
+            {"event_id": record.event_id, "topic": record.topic, "attempt": record.attempt}
+            for record in batch
+        ]
+        await uow.session.execute(effects.insert(), rows)
+
+    def attempts_of(self, event_id: str) -> list[int]:
+        return [r.attempt for call in self.calls for r in call if r.event_id == event_id]
+
+
+class TopicTail:
+    """Every record of some topics, collected in the background (no consumer group)."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self.records: list[Any] = []
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def _collect(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                self.records.extend(records)
+
+    def on(self, topic: str) -> list[Any]:
+        return [record for record in self.records if record.topic == topic]
+
+    async def __aenter__(self) -> TopicTail:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._collect())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url, pool_size=4)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(platform_metadata.create_all)
+        await connection.run_sync(test_metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
+    async with KafkaPublisher(kafka_bootstrap, client_id="consumer-batch-tests") as publisher:
+        yield publisher
+
+
+@pytest.fixture
+async def make_group(kafka_bootstrap: str, kafka_topics: MakeTopics) -> AsyncIterator[MakeGroup]:
+    created: list[str] = []
+
+    async def make(
+        *, partitions: int = 1, retry_delays_ms: tuple[int, ...] = (200, 400)
+    ) -> ConsumerGroupSpec:
+        (topic,) = await kafka_topics(1, partitions=partitions)
+        group = ConsumerGroupSpec(
+            name=f"g-{uuid.uuid4().hex[:12]}", topics=(topic,), retry_delays_ms=retry_delays_ms
+        )
+        names = [*group.retry_topics, group.dlq_topic]
+        specs = [TopicSpec(name, partitions, 1, 3_600_000) for name in names]
+        created.extend(await ensure_topics(kafka_bootstrap, specs, replication_factor=1))
+        return group
+
+    yield make
+    if created:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(created)
+        finally:
+            await admin.close()
+
+
+def runtime_for(
+    kafka_bootstrap: str,
+    group: ConsumerGroupSpec,
+    database: Database,
+    publisher: KafkaPublisher,
+    **options: Any,
+) -> ConsumerRuntime[SqlAlchemyUnitOfWork]:
+    return ConsumerRuntime(
+        bootstrap=kafka_bootstrap,
+        group=group,
+        uow_factory=lambda: SqlAlchemyUnitOfWork(database),
+        publisher=publisher,
+        poll_timeout_ms=100,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        failure_backoff_s=(0.05, 0.5),
+        **options,
+    )
+
+
+@asynccontextmanager
+async def running(runtime: ConsumerRuntime[Any]) -> AsyncIterator[ConsumerRuntime[Any]]:
+    async with runtime:
+        yield runtime
+
+
+def test_exactly_one_of_handler_and_batch_handler() -> None:
+    group = ConsumerGroupSpec(name="g", topics=("t",), retry_delays_ms=(100,))
+
+    async def handler(record: IncomingRecord, uow: SqlAlchemyUnitOfWork) -> None: ...
+
+    options: dict[str, Any] = {
+        "bootstrap": "unused:9092",
+        "group": group,
+        "uow_factory": lambda: None,
+        "publisher": None,
+    }
+    with pytest.raises(ValueError, match="exactly one"):
+        ConsumerRuntime(**options)
+    with pytest.raises(ValueError, match="exactly one"):
+        ConsumerRuntime(**options, handler=handler, batch_handler=BatchRecorder())
+
+
+async def test_claim_many_claims_each_event_once_in_one_statement(database: Database) -> None:
+    group, other = f"g-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    async with database.sessionmaker() as session, session.begin():
+        assert await claim_many(session, group, []) == set()
+        assert await claim_many(session, group, [a, b]) == {a, b}
+    async with database.sessionmaker() as session, session.begin():
+        # Given twice, in another spelling, already claimed: each event is claimed once.
+        claimed = await claim_many(session, group, [b, c, c.upper(), a])
+        assert len(claimed) == 1 and claimed <= {c, c.upper()}
+        assert await claim_many(session, other, [a]) == {a}, "claims are per group"
+    async with database.sessionmaker() as session, session.begin():
+        assert await claim_many(session, group, [a, b, c]) == set()
+        for event_id in (a, b, c):
+            assert await was_processed(session, group, event_id)
+        assert not await was_processed(session, other, b)
+    d = str(uuid.uuid4())
+    async with database.sessionmaker() as session:
+        transaction = await session.begin()
+        assert await claim_many(session, group, [d]) == {d}
+        await transaction.rollback()
+    async with database.sessionmaker() as session, session.begin():
+        assert await claim_many(session, group, [d]) == {d}, "a rolled back claim is undone"
+
+
+async def test_a_batch_handler_gets_new_records_in_partition_order_in_bounded_batches(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=2)
+    (topic,) = group.topics
+    published = [record_of(topic, f"contact-{n}") for n in range(30)]
+    await publisher.publish([record for record, _ in published])
+    handler = BatchRecorder()
+    runtime = runtime_for(
+        kafka_bootstrap,
+        group,
+        database,
+        publisher,
+        batch_handler=handler,
+        max_records_per_transaction=4,
+    )
+
+    async with running(runtime):
+
+        async def all_applied() -> bool:
+            return sum((await effect_counts(database)).values()) >= 30
+
+        await eventually(all_applied, "30 effects")
+        # Old events (redelivered) and new ones in the same poll: only the new reach it.
+        calls_before = len(handler.calls)
+        fresh = [record_of(topic, f"fresh-{n}") for n in range(3)]
+        await publisher.publish([record for record, _ in published[:5]])
+        await publisher.publish([record for record, _ in fresh])
+
+        async def fresh_applied() -> bool:
+            counts = await effect_counts(database)
+            return all(counts[event_id] for _, event_id in fresh)
+
+        await eventually(fresh_applied, "the fresh records")
+
+        async def duplicates_skipped() -> bool:
+            return records_metric(group, topic, "duplicate") >= 5
+
+        await eventually(duplicates_skipped, "5 republished records to be skipped")
+
+    counts = await effect_counts(database)
+    assert counts == {event_id: 1 for _, event_id in [*published, *fresh]}
+    later_ids = [r.event_id for call in handler.calls[calls_before:] for r in call]
+    assert sorted(later_ids) == sorted(event_id for _, event_id in fresh)
+    assert records_metric(group, topic, "handled") == 33
+    assert records_metric(group, topic, "duplicate") == 5
+
+    sizes = [len(call) for call in handler.calls]
+    assert max(sizes) <= 4, f"batch sizes {sizes}"
+    assert max(sizes) > 1, f"the records were never batched: {sizes}"
+    last_offset: dict[int, int] = {}
+    for call in handler.calls:
+        (partition,) = {record.partition for record in call}
+        offsets = [record.offset for record in call]
+        assert offsets == sorted(offsets), f"batch out of order: {offsets}"
+        assert offsets[0] > last_offset.get(partition, -1), "batches out of partition order"
+        last_offset[partition] = offsets[-1]
+
+
+async def test_a_poison_record_in_a_batch_fails_alone_and_the_others_apply_once(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1, retry_delays_ms=(200, 400))
+    (topic,) = group.topics
+    published = [record_of(topic, "same-key") for _ in range(8)]
+    poison_id = published[3][1]
+    others = {event_id for _, event_id in published if event_id != poison_id}
+
+    def poisoned(batch: Sequence[IncomingRecord]) -> Exception | None:
+        if any(record.event_id == poison_id for record in batch):
+            return PoisonRecord(f"cannot apply {poison_id}")
+        return None
+
+    handler = BatchRecorder(fail=poisoned)
+    await publisher.publish([record for record, _ in published])
+    runtime = runtime_for(kafka_bootstrap, group, database, publisher, batch_handler=handler)
+
+    async with (
+        TopicTail(kafka_bootstrap, *group.retry_topics, group.dlq_topic) as tail,
+        running(runtime),
+    ):
+
+        async def dead_lettered() -> bool:
+            return len(tail.on(group.dlq_topic)) >= 1
+
+        await eventually(dead_lettered, "the poison record in the DLQ")
+        later, later_id = record_of(topic, "same-key")
+        await publisher.publish([later])
+
+        async def later_applied() -> bool:
+            return (await effect_counts(database))[later_id] == 1
+
+        await eventually(later_applied, "a record published after the poison one")
+
+    assert await effect_counts(database) == {event_id: 1 for event_id in [*others, later_id]}
+    alone = [call[0].attempt for call in handler.calls if [r.event_id for r in call] == [poison_id]]
+    assert alone == [0, 1, 2], "the poison record must be retried alone on each attempt"
+
+    (first_retry,) = tail.on(group.retry_topics[0])
+    (second_retry,) = tail.on(group.retry_topics[1])
+    for retry, attempt, delay in ((first_retry, 1, 200), (second_retry, 2, 400)):
+        headers = list(retry.headers)
+        assert header_value(headers, HEADER_ATTEMPT) == str(attempt).encode()
+        failed_at = int(header_value(headers, HEADER_FAILED_AT) or b"-1")
+        assert int(header_value(headers, HEADER_RETRY_NOT_BEFORE) or b"-1") == failed_at + delay
+
+    (dead,) = tail.on(group.dlq_topic)
+    letter = DeadLetter.from_record(dead)
+    assert letter.origin == Origin(topic, 0, 3)
+    assert letter.attempt == 2
+    assert letter.error_type.endswith(".PoisonRecord")
+    assert letter.error_message == f"cannot apply {poison_id}"
+    assert letter.consumer_group == group.name
+
+    assert records_metric(group, topic, "handled") == 8
+    assert records_metric(group, topic, "retried") == 1
+    assert records_metric(group, group.retry_topics[0], "retried") == 1
+    assert records_metric(group, group.retry_topics[1], "dead_lettered") == 1
+
+
+async def test_a_batch_failing_as_a_whole_is_applied_one_record_at_a_time(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    group = await make_group(partitions=1)
+    (topic,) = group.topics
+    published = [record_of(topic, f"contact-{n}") for n in range(6)]
+    garbage = OutgoingRecord(topic, b"k", b"\xff\xfe this is not protobuf")
+    failed_once: list[int] = []
+
+    def first_batch_fails(batch: Sequence[IncomingRecord]) -> Exception | None:
+        if len(batch) > 1 and not failed_once:
+            failed_once.append(len(batch))
+            return RuntimeError("the batch as a whole cannot be applied")
+        return None
+
+    handler = BatchRecorder(fail=first_batch_fails)
+    records = [record for record, _ in published]
+    await publisher.publish([*records[:3], garbage, *records[3:]])
+    runtime = runtime_for(kafka_bootstrap, group, database, publisher, batch_handler=handler)
+
+    async with TopicTail(kafka_bootstrap, group.dlq_topic) as tail, running(runtime):
+
+        async def all_done() -> bool:
+            applied = sum((await effect_counts(database)).values()) >= 6
+            return applied and len(tail.records) >= 1
+
+        await eventually(all_done, "6 effects and the garbage record dead-lettered")
+
+    assert failed_once, f"no batch of several records was made: {handler.calls}"
+    assert await effect_counts(database) == {event_id: 1 for _, event_id in published}
+    assert records_metric(group, topic, "handled") == 6
+    assert records_metric(group, topic, "retried") == 0
+    assert records_metric(group, topic, "dead_lettered") == 1
+    (dead,) = tail.records
+    assert DeadLetter.from_record(dead).error_type == "esquadrao_common.events.UndecodableRecord"
+
+
+async def test_records_per_second_of_a_batch_handler_and_a_per_record_handler(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    """Not asserted: prints records/s (run with ``-s``) on the shared broker and database.
+
+    Each handler inserts one row per record: one statement per record, or one multi-row
+    statement per batch. Timed from the first handler call to the end of the last one.
+    """
+    n = 2000
+    rates: dict[str, float] = {}
+    for mode in ("handler", "batch_handler"):
+        group = await make_group(partitions=1)
+        rates[mode] = await records_per_second(
+            kafka_bootstrap, group, database, publisher, n, batched=mode == "batch_handler"
+        )
+        print(f"\n{mode}: {rates[mode]:.0f} records/s ({n} records)")
+    print(f"batch handler / per-record handler: {rates['batch_handler'] / rates['handler']:.1f}x")
+
+
+async def records_per_second(
+    kafka_bootstrap: str,
+    group: ConsumerGroupSpec,
+    database: Database,
+    publisher: KafkaPublisher,
+    n: int,
+    *,
+    batched: bool,
+) -> float:
+    (topic,) = group.topics
+    await publisher.publish([record_of(topic, f"c-{i}")[0] for i in range(n)])
+    first = last = 0.0
+
+    async def per_batch(batch: Sequence[IncomingRecord], uow: SqlAlchemyUnitOfWork) -> None:
+        nonlocal first, last
+        first = first or time.perf_counter()
+        rows = [{"event_id": r.event_id, "topic": r.topic, "attempt": 0} for r in batch]
+        await uow.session.execute(effects.insert(), rows)
+        last = time.perf_counter()
+
+    async def per_record(record: IncomingRecord, uow: SqlAlchemyUnitOfWork) -> None:
+        await per_batch([record], uow)
+
+    option: dict[str, Any] = {"batch_handler": per_batch} if batched else {"handler": per_record}
+    async with running(runtime_for(kafka_bootstrap, group, database, publisher, **option)):
+
+        async def all_handled() -> bool:
+            return records_metric(group, topic, "handled") >= n
+
+        await eventually(all_handled, f"{n} records handled")
+    return n / (last - first)
