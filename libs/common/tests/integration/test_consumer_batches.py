@@ -479,3 +479,41 @@ async def records_per_second(
 
         await eventually(all_handled, f"{n} records handled")
     return n / (last - first)
+
+
+async def test_topic_priority_handles_the_urgent_topic_first_in_each_poll(
+    kafka_bootstrap: str,
+    kafka_topics: MakeTopics,
+    make_group: MakeGroup,
+    database: Database,
+    publisher: KafkaPublisher,
+) -> None:
+    base = await make_group(partitions=1)
+    urgent, bulk = await kafka_topics(2, partitions=1)
+    group = ConsumerGroupSpec(
+        name=base.name, topics=(bulk, urgent), retry_delays_ms=base.retry_delays_ms
+    )
+    bulk_records = [record_of(bulk, f"bulk-{n}") for n in range(40)]
+    urgent_records = [record_of(urgent, f"urgent-{n}") for n in range(3)]
+    # Everything is on the topics before the member joins: its first poll holds both.
+    await publisher.publish([record for record, _ in bulk_records])
+    await publisher.publish([record for record, _ in urgent_records])
+    handler = BatchRecorder()
+    runtime = runtime_for(
+        kafka_bootstrap,
+        group,
+        database,
+        publisher,
+        batch_handler=handler,
+        max_batch=500,
+        topic_priority=(urgent,),
+    )
+    async with running(runtime):
+
+        async def all_applied() -> bool:
+            return sum((await effect_counts(database)).values()) >= 43
+
+        await eventually(all_applied, "43 effects")
+    topics = [call[0].topic for call in handler.calls]
+    assert topics[0] == urgent, f"handled in the order {topics}"
+    assert sorted(r.event_id for r in handler.calls[0]) == sorted(e for _, e in urgent_records)

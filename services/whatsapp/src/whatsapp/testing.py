@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -33,7 +33,7 @@ from esquadrao.whatsapp.v1 import commands_pb2, whatsapp_pb2
 from esquadrao_common.db import Database
 from esquadrao_common.events import event_type_of, new_envelope, record_headers
 from esquadrao_common.messaging import OutgoingRecord, Publisher
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from whatsapp.adapters.limits import profile_named
 from whatsapp.adapters.orm import messages, sessions
@@ -298,8 +298,19 @@ class LedgerRow:
         return self.status is MessageStatus.QUEUED
 
 
-async def ledger_rows(units: UnitsOfWork, company_id: str) -> dict[str, LedgerRow]:
-    """Every ledger entry of ``company_id``, by message id."""
+def _of_company(company_id: str, session_ids: Collection[str] | None) -> list[ColumnElement[bool]]:
+    """The conditions of a company's ledger entries, of some sessions only if given."""
+    conditions: list[ColumnElement[bool]] = [messages.c.company_id == company_id]
+    if session_ids is not None:
+        conditions.append(messages.c.session_id.in_(list(session_ids)))
+    return conditions
+
+
+async def ledger_rows(
+    units: UnitsOfWork, company_id: str, *, session_ids: Collection[str] | None = None
+) -> dict[str, LedgerRow]:
+    """Every ledger entry of ``company_id`` (of ``session_ids`` only, when given), by
+    message id."""
     query = select(
         messages.c.message_id,
         messages.c.session_id,
@@ -307,7 +318,7 @@ async def ledger_rows(units: UnitsOfWork, company_id: str) -> dict[str, LedgerRo
         messages.c.sending_since,
         messages.c.attempts,
         messages.c.error_code,
-    ).where(messages.c.company_id == company_id)
+    ).where(*_of_company(company_id, session_ids))
     async with unit_of_work_factory(units)() as uow:
         result = await uow.session.execute(query)
         return {
@@ -328,7 +339,11 @@ class LedgerSummary:
     """How many ledger entries a company has, by status, and how many are in flight."""
 
     by_status: dict[MessageStatus, int]
+    #: Claimed by a driver and not resolved yet, whatever their status.
     in_flight: int
+    #: In flight with no word from the provider yet (a receipt may move an entry in
+    #: flight to "sent" before the driver records the answer to the send).
+    awaiting_answer: int
 
     @property
     def total(self) -> int:
@@ -350,18 +365,23 @@ class LedgerSummary:
         return f"{self.total} entries ({counts or 'none'}; {self.in_flight} in flight)"
 
 
-async def ledger_summary(units: UnitsOfWork, company_id: str) -> LedgerSummary:
-    """The ledger of ``company_id`` counted (one query, cheap enough to poll)."""
+async def ledger_summary(
+    units: UnitsOfWork, company_id: str, *, session_ids: Collection[str] | None = None
+) -> LedgerSummary:
+    """The ledger of ``company_id`` (of ``session_ids`` only, when given) counted: one
+    query, cheap enough to poll."""
     query = (
         select(messages.c.status, func.count(), func.count(messages.c.sending_since))
-        .where(messages.c.company_id == company_id)
+        .where(*_of_company(company_id, session_ids))
         .group_by(messages.c.status)
     )
     async with unit_of_work_factory(units)() as uow:
         rows = (await uow.session.execute(query)).tuples().all()
+    counts = {MessageStatus[status.upper()]: (int(n), int(flying)) for status, n, flying in rows}
     return LedgerSummary(
-        by_status={MessageStatus[status.upper()]: int(n) for status, n, _ in rows},
-        in_flight=sum(int(in_flight) for _, _, in_flight in rows),
+        by_status={status: n for status, (n, _) in counts.items()},
+        in_flight=sum(flying for _, flying in counts.values()),
+        awaiting_answer=counts.get(MessageStatus.QUEUED, (0, 0))[1],
     )
 
 

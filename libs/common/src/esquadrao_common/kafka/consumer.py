@@ -330,6 +330,9 @@ class ConsumerRuntime(Generic[UoWT]):
     partition ``p`` of every topic with as many partitions to the same member: the retry
     topics too, when they have as many partitions as the group's topics. ``ownership`` is
     told which partitions this member owns (:class:`PartitionOwnership`).
+    ``topic_priority`` lists topics whose records go first within each poll: a poll's
+    partitions are processed in that order (unlisted topics last), so the records of an
+    urgent topic never wait behind a poll's worth of a bulk one.
 
     Exactly one of ``handler`` (called per record, :data:`Handler`) and ``batch_handler``
     (called per transaction with its new records, :data:`BatchHandler`) is given. With a
@@ -357,6 +360,7 @@ class ConsumerRuntime(Generic[UoWT]):
         failure_backoff_s: tuple[float, float] = (0.5, 30.0),
         assignor: type[AbstractPartitionAssignor] = RoundRobinPartitionAssignor,
         ownership: PartitionOwnership | None = None,
+        topic_priority: Sequence[str] = (),
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
@@ -383,6 +387,7 @@ class ConsumerRuntime(Generic[UoWT]):
         self._backoff_base_s, self._backoff_cap_s = failure_backoff_s
         self._assignor = assignor
         self._ownership = ownership
+        self._topic_rank = {topic: rank for rank, topic in enumerate(topic_priority)}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -558,7 +563,10 @@ class ConsumerRuntime(Generic[UoWT]):
     async def _process_batch(
         self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, Sequence[Any]]
     ) -> None:
-        for tp, records in batch.items():
+        unlisted = len(self._topic_rank)
+        for tp, records in sorted(
+            batch.items(), key=lambda item: self._topic_rank.get(item[0].topic, unlisted)
+        ):
             if self._stopping.is_set():
                 break
             if tp not in self._owned:

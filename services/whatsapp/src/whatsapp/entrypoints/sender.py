@@ -377,6 +377,11 @@ class SendWorker:
             client_id=client_id,
             assignor=RangePartitionAssignor,
             ownership=self.supervisor,
+            topic_priority=(INTERACTIVE_TOPIC,),
+            # Taking commands in is a multi-row insert per partition chunk: large polls
+            # and chunks keep it to a few statements per hundreds of commands.
+            max_batch=1_000,
+            max_records_per_transaction=500,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
         )
