@@ -398,3 +398,42 @@ async def test_interactive_goes_before_queued_bulk(make_harness: Any) -> None:
         claimed = await ledger.claim(uow, harness.session_id, now(), 4)
         await uow.rollback()
     assert [entry.message_id for entry in claimed] == [interactive, *bulk]
+
+
+async def test_stopping_lets_the_sends_in_progress_get_their_answer(make_harness: Any) -> None:
+    # A rebalance stops drivers while sends wait for the provider's acknowledgement:
+    # closing the connection first would turn them into "unknown", most never delivered.
+    answered = asyncio.Event()
+    sending = asyncio.Event()
+
+    class SlowConnection(FakeConnection):
+        """Like the real ones: closing it fails the sends still waiting for an answer."""
+
+        async def send(self, message: OutboundMessage) -> SendAccepted:
+            sending.set()
+            answer = asyncio.ensure_future(answered.wait())
+            closed = asyncio.ensure_future(self.closed.wait())
+            await asyncio.wait({answer, closed}, return_when=asyncio.FIRST_COMPLETED)
+            answer.cancel()
+            closed.cancel()
+            if not answered.is_set():
+                raise ProviderFailure(FailureKind.TRANSIENT, "ack_lost", outcome_unknown=True)
+            return await super().send(message)
+
+    script = Script()
+    harness: Harness = await make_harness(script)
+    await harness.wait_state(SessionState.CONNECTED)
+    harness.driver._connect = lambda session, secrets, listener: SlowConnection(  # type: ignore[method-assign]
+        script, listener
+    )
+    await harness.driver.control(commands_pb2.SESSION_ACTION_RECONNECT, "use the slow one")
+    await harness.wait_state(SessionState.CONNECTED)
+    message_id = await harness.queue()
+    await asyncio.wait_for(sending.wait(), WAIT_S)
+    stopping = asyncio.create_task(harness.driver.stop())
+    await asyncio.sleep(0.2)
+    assert not stopping.done(), "stop() must wait for the answer of the send in progress"
+    answered.set()
+    await asyncio.wait_for(stopping, WAIT_S)
+    assert await harness.status_of(message_id) is MessageStatus.SENT
+    assert script.sent == [message_id]

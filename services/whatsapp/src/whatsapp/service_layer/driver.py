@@ -213,6 +213,9 @@ class SessionDriver:
         self._restart_requested = False
         self._adopted = False
         self._in_round = False
+        self._draining = False
+        self._sender: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._gave_up: str | None = None
         self._attempt_reported = True
         self._connected = asyncio.Event()
@@ -232,17 +235,33 @@ class SessionDriver:
         self._task = asyncio.create_task(self._run(), name=f"session {self.session_id}")
 
     async def stop(self) -> None:
-        """Stop driving: finish recording the round in progress, close the connection.
-        Idempotent; returns once the driver is done."""
+        """Stop driving: let the round in progress get its answers and record them, then
+        close the connection. Idempotent; returns once the driver is done."""
         self._stopping = True
         self._wake.set()
         self._control.set()
-        if self._connection is not None:
-            await self._connection.close()
+        await self._close_connection()
         if self._task is not None:
             # A failure of the driver was logged where it happened.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+
+    async def _close_connection(self) -> None:
+        """Close the connection once the send round in progress is recorded.
+
+        Closing first would fail the sends still waiting for their acknowledgement as
+        outcome unknown — messages most likely never delivered, and never re-sent. The
+        send loop stops claiming as soon as ``_draining`` is set, and hands nothing more
+        over (what it claimed and did not send goes back to the queue).
+        """
+        self._draining = True
+        self._wake.set()
+        sender = self._sender
+        if sender is not None and not sender.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(sender), SEND_ROUND_GRACE_S)
+        if self._connection is not None:
+            await self._connection.close()
 
     @property
     def done(self) -> bool:
@@ -261,7 +280,7 @@ class SessionDriver:
             self._restart_requested = True
             if self._connection is not None:
                 self._reconnect_now = True
-                await self._connection.close()
+                await self._close_connection()
         elif action == commands_pb2.SESSION_ACTION_START:
             self._restart_requested = True
             session = self._session
@@ -270,7 +289,7 @@ class SessionDriver:
                 self.breaker.reset(reason or "restarted by an operator")
                 await self._flush_health()
         elif action == commands_pb2.SESSION_ACTION_STOP and self._connection is not None:
-            await self._connection.close()
+            await self._close_connection()
         # START and STOP changed desired_running, which the loop re-reads when woken.
         self._control.set()
         self._wake.set()
@@ -359,8 +378,9 @@ class SessionDriver:
             return
         self._connection = connection
         self._connected.clear()
+        self._draining = False
         run = asyncio.create_task(connection.run())
-        sender = asyncio.create_task(self._send_loop())
+        sender = self._sender = asyncio.create_task(self._send_loop())
         try:
             await asyncio.wait({run, sender}, return_when=asyncio.FIRST_COMPLETED)
             failure = sender.exception() if sender.done() else None
@@ -537,7 +557,7 @@ class SessionDriver:
         profile = session.profile or self._policy.default_profile or session.provider.value
         self._limiter.configure(session.id, profile_named(profile), session.limit_overrides)
         last_flush = self._monotonic()
-        while not self._stopping and self._connected.is_set():
+        while not (self._stopping or self._draining) and self._connected.is_set():
             if self._monotonic() - last_flush >= self._policy.metrics_flush_s:
                 await self._flush_metrics()
                 last_flush = self._monotonic()
@@ -616,7 +636,7 @@ class SessionDriver:
         except ValueError as error:
             return ProviderFailure(FailureKind.INVALID_REQUEST, "invalid_command", str(error))
         while True:
-            if self._stopping or not self._connected.is_set():
+            if self._stopping or self._draining or not self._connected.is_set():
                 return None
             decision = await self._limiter.acquire(session_id, entry.to_phone_e164)
             if decision.allowed:
@@ -664,7 +684,7 @@ class SessionDriver:
             self.breaker.release()
             SENDS.labels(session_id, "retry").inc()
             self._connected.clear()
-            asyncio.get_running_loop().create_task(self._auth_failed(failure))
+            self._closing = asyncio.get_running_loop().create_task(self._auth_failed(failure))
         else:
             # The message's own problem (undeliverable, invalid, pair rate): the session
             # is fine.
@@ -674,8 +694,7 @@ class SessionDriver:
     async def _auth_failed(self, failure: ProviderFailure) -> None:
         """Credentials refused: end the connection; the session will be FAILED."""
         self._gave_up = f"credentials refused: {failure}"
-        if self._connection is not None:
-            await self._connection.close()
+        await self._close_connection()
 
     @property
     def _provider(self) -> str:
