@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -95,6 +96,8 @@ def send_worker(
     connect = connection_factory(settings, http)
     policy = driver_policy(settings)
 
+    starts = asyncio.Semaphore(policy.parallel_starts)
+
     def make_driver(receipts: ReceiptWriter) -> DriverFactory:
         def driver(session_id: str) -> SessionDriver:
             return SessionDriver(
@@ -106,6 +109,7 @@ def send_worker(
                 limiter=limiter,
                 receipts=receipts.add,
                 policy=policy,
+                starts=starts,
                 clock=clock,
             )
 

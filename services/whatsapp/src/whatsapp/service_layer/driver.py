@@ -116,7 +116,9 @@ class DriverPolicy:
     retry: ledger.RetryPolicy = field(default_factory=lambda: ledger.RetryPolicy(max_attempts=8))
     max_claim: int = 32
     default_profile: str = ""
-    idle_poll_s: float = 30.0
+    idle_poll_s: float = 60.0
+    #: Sessions of one worker setting up their connection at the same time.
+    parallel_starts: int = 32
     metrics_flush_s: float = 10.0
 
 
@@ -188,6 +190,7 @@ class SessionDriver:
         limiter: SessionLimiter,
         receipts: ReceiptSink,
         policy: DriverPolicy,
+        starts: asyncio.Semaphore | None = None,
         clock: Callable[[], datetime] = utc_now,
         rng: Uniform = random,
         monotonic: Callable[[], float] = time.monotonic,
@@ -200,6 +203,7 @@ class SessionDriver:
         self._limiter = limiter
         self._receipts = receipts
         self._policy = policy
+        self._starts = starts if starts is not None else asyncio.Semaphore(1)
         self._clock = clock
         self._rng = rng
         self._monotonic = monotonic
@@ -219,6 +223,9 @@ class SessionDriver:
         self._gave_up: str | None = None
         self._attempt_reported = True
         self._connected = asyncio.Event()
+        # Set once the connection needs no more set-up from us: connected, or waiting
+        # for a phone to pair (which may take minutes).
+        self._set_up = asyncio.Event()
         self.figures = SessionFigures()
         self.breaker = CircuitBreaker(
             f"session {session_id}",
@@ -363,24 +370,32 @@ class SessionDriver:
             await self._move(target, f"circuit open: {self.breaker.snapshot().reason}")
             await self._wait_control(retry_after)
             return
-        await self._move(
-            target, "starting" if starting else f"attempt {session.reconnect_attempts + 1}"
-        )
-        secrets = await self._secrets()
-        if not self.breaker.allow():
-            return
-        self._attempt_reported = False
-        try:
-            connection = self._connect(session, secrets, self)
-        except (ValueError, KeyError) as error:
-            self._report_attempt(ok=None)
-            await self._move(SessionState.FAILED, f"bad credentials: {error}")
-            return
-        self._connection = connection
-        self._connected.clear()
-        self._draining = False
-        run = asyncio.create_task(connection.run())
-        sender = self._sender = asyncio.create_task(self._send_loop())
+        # Set-ups are bounded per worker: after a failover hundreds of sessions arrive at
+        # once, and connecting them all together would exhaust the database pool and hit
+        # the provider with a storm of logins.
+        async with self._starts:
+            await self._move(
+                target, "starting" if starting else f"attempt {session.reconnect_attempts + 1}"
+            )
+            secrets = await self._secrets()
+            if not self.breaker.allow():
+                return
+            self._attempt_reported = False
+            try:
+                connection = self._connect(session, secrets, self)
+            except (ValueError, KeyError) as error:
+                self._report_attempt(ok=None)
+                await self._move(SessionState.FAILED, f"bad credentials: {error}")
+                return
+            self._connection = connection
+            self._connected.clear()
+            self._set_up.clear()
+            self._draining = False
+            run = asyncio.create_task(connection.run())
+            sender = self._sender = asyncio.create_task(self._send_loop())
+            set_up = asyncio.ensure_future(self._set_up.wait())
+            await asyncio.wait({run, set_up}, return_when=asyncio.FIRST_COMPLETED)
+            set_up.cancel()
         try:
             await asyncio.wait({run, sender}, return_when=asyncio.FIRST_COMPLETED)
             failure = sender.exception() if sender.done() else None
@@ -515,6 +530,7 @@ class SessionDriver:
             )
             await self._move_in(uow, SessionState.PAIRING, "waiting for the phone to pair")
             await uow.commit()
+        self._set_up.set()
 
     async def connected(self, phone_e164: str, new_credentials: str | None) -> None:
         session = self._session
@@ -533,6 +549,7 @@ class SessionDriver:
             await uow.commit()
         CONNECTED.labels(self.session_id).set(1)
         UPTIME.labels(self.session_id).set(time.time())
+        self._set_up.set()
         self._connected.set()
         self._wake.set()
 
