@@ -24,6 +24,21 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 platform_metadata = MetaData()
 
+
+def service_metadata() -> MetaData:
+    """The ``MetaData`` of a service's own tables, naming constraints and indexes by one
+    convention, so that Alembic migrations and the database agree on the names."""
+    return MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
 outbox_table = Table(
     "outbox",
     platform_metadata,

@@ -17,6 +17,7 @@ The import/export tables live in :mod:`contacts.adapters.import_tables`, on this
 
 from __future__ import annotations
 
+from esquadrao_common.platform_tables import service_metadata
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -26,7 +27,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -36,16 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
-#: Constraint and index names, so migrations and the database agree on them.
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = service_metadata()
 
 #: Longest company id a token may carry into these tables.
 COMPANY_ID_LENGTH = 64
