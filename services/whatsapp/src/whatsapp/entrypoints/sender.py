@@ -378,10 +378,11 @@ class SendWorker:
             assignor=RangePartitionAssignor,
             ownership=self.supervisor,
             topic_priority=(INTERACTIVE_TOPIC,),
-            # Taking commands in is a multi-row insert per partition chunk: large polls
-            # and chunks keep it to a few statements per hundreds of commands.
-            max_batch=1_000,
-            max_records_per_transaction=500,
+            # Taking commands in is a multi-row insert per partition chunk, so chunks may
+            # be large; polls stay moderate, since interactive commands that arrive while
+            # a poll of bulk ones is processed wait for the next poll.
+            max_batch=250,
+            max_records_per_transaction=250,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
         )
