@@ -10,32 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from functools import partial
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from esquadrao.contacts.v1.contacts_pb2 import Contact, ContactCreated, ContactEvent
-from esquadrao_common.db import Database, SqlAlchemyUnitOfWork, platform_metadata
-from esquadrao_common.events import event_type_of, new_envelope, record_headers
-from esquadrao_common.kafka.admin import ensure_topics
-from esquadrao_common.kafka.catalog import ConsumerGroupSpec, TopicSpec
+from esquadrao_common.db import Database, SqlAlchemyUnitOfWork
+from esquadrao_common.kafka.catalog import ConsumerGroupSpec
 from esquadrao_common.kafka.consumer import ConsumerRuntime, IncomingRecord, PartitionOwnership
 from esquadrao_common.kafka.dead_letters import retry_due_ms
 from esquadrao_common.kafka.producer import KafkaPublisher
-from esquadrao_common.messaging import OutgoingRecord
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+
+from .consumer_helpers import MakeGroup, consumer_runtime, eventually, record_of
 
 pytestmark = pytest.mark.integration
 
-#: The short join timings of the other consumer tests (a ~3 s join on the embedded broker).
-SESSION_TIMEOUT_MS = 6_000
-HEARTBEAT_INTERVAL_MS = 1_000
-WAIT_S = 40.0
 #: How long a held-back record is watched for not being handled.
 HELD_S = 2.0
 
@@ -47,35 +40,6 @@ effects = Table(
     Column("topic", String, nullable=False),
     Column("partition", Integer, nullable=False),
 )
-
-
-class MakeTopics(Protocol):
-    async def __call__(self, n: int = 1, *, partitions: int = 1) -> list[str]: ...
-
-
-MakeGroup = Callable[..., Awaitable[ConsumerGroupSpec]]
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
-    """Wait until ``check()`` holds, polling; fail with ``what`` after WAIT_S seconds."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        result = check()
-        if result if isinstance(result, bool) else await result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {WAIT_S:.0f}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def record_of(topic: str, key: str) -> tuple[OutgoingRecord, str]:
-    """A ContactCreated record keyed by ``key``, and its event id."""
-    event = ContactEvent(contact_created=ContactCreated(contact=Contact(id=key)))
-    event.envelope.CopyFrom(new_envelope(event_type_of(event), "company-1", "tests"))
-    record = OutgoingRecord(
-        topic, key.encode(), event.SerializeToString(), record_headers(event.envelope)
-    )
-    return record, event.envelope.event_id
 
 
 @dataclass
@@ -153,51 +117,15 @@ class RecordingHandler:
 
 
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, pool_size=4)
-    async with database.engine.begin() as connection:
-        await connection.run_sync(platform_metadata.create_all)
-        await connection.run_sync(test_metadata.create_all)
-    yield database
-    await database.dispose()
+def tables() -> MetaData:
+    return test_metadata
 
 
 @pytest.fixture
-async def publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
-    async with KafkaPublisher(kafka_bootstrap, client_id="consumer-assignment-tests") as publisher:
-        yield publisher
-
-
-@pytest.fixture
-async def make_group(kafka_bootstrap: str, kafka_topics: MakeTopics) -> AsyncIterator[MakeGroup]:
+def make_group(make_group: MakeGroup) -> MakeGroup:
     """Factory of groups over fresh co-partitioned topics, with retry and dead-letter topics
     of as many partitions."""
-    created: list[str] = []
-
-    async def make(
-        *, topics: int = 2, partitions: int = 4, retry_delays_ms: tuple[int, ...] = (200,)
-    ) -> ConsumerGroupSpec:
-        names = await kafka_topics(topics, partitions=partitions)
-        group = ConsumerGroupSpec(
-            name=f"g-{uuid.uuid4().hex[:12]}",
-            topics=tuple(names),
-            retry_delays_ms=retry_delays_ms,
-        )
-        specs = [
-            TopicSpec(name, partitions, 1, 3_600_000)
-            for name in (*group.retry_topics, group.dlq_topic)
-        ]
-        created.extend(await ensure_topics(kafka_bootstrap, specs, replication_factor=1))
-        return group
-
-    yield make
-    if created:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_topics(created)
-        finally:
-            await admin.close()
+    return partial(make_group, topics=2, partitions=4, retry_delays_ms=(200,))
 
 
 def runtime_for(
@@ -209,16 +137,12 @@ def runtime_for(
     ownership: PartitionOwnership | None = None,
     **options: Any,
 ) -> ConsumerRuntime[SqlAlchemyUnitOfWork]:
-    return ConsumerRuntime(
-        bootstrap=kafka_bootstrap,
-        group=group,
+    return consumer_runtime(
+        kafka_bootstrap,
+        group,
+        database,
+        publisher,
         handler=handler,
-        uow_factory=lambda: SqlAlchemyUnitOfWork(database),
-        publisher=publisher,
-        poll_timeout_ms=100,
-        session_timeout_ms=SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-        failure_backoff_s=(0.05, 0.5),
         assignor=RangePartitionAssignor,
         ownership=ownership,
         **options,

@@ -5,24 +5,17 @@ batch handler against a per-record one."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
-from esquadrao.contacts.v1.contacts_pb2 import Contact, ContactCreated, ContactEvent
-from esquadrao_common.db import Database, SqlAlchemyUnitOfWork, platform_metadata
-from esquadrao_common.events import event_type_of, new_envelope, record_headers
+from esquadrao_common.db import Database, SqlAlchemyUnitOfWork
 from esquadrao_common.inbox import claim_many, was_processed
-from esquadrao_common.kafka.admin import ensure_topics
-from esquadrao_common.kafka.catalog import ConsumerGroupSpec, TopicSpec
+from esquadrao_common.kafka.catalog import ConsumerGroupSpec
 from esquadrao_common.kafka.consumer import ConsumerRuntime, IncomingRecord
 from esquadrao_common.kafka.dead_letters import (
     HEADER_ATTEMPT,
@@ -34,15 +27,22 @@ from esquadrao_common.kafka.dead_letters import (
 )
 from esquadrao_common.kafka.producer import KafkaPublisher
 from esquadrao_common.messaging import OutgoingRecord
-from prometheus_client import REGISTRY
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, String, Table
 from sqlalchemy.dialects.postgresql import UUID
 
-pytestmark = pytest.mark.integration
+from .consumer_helpers import (
+    MakeGroup,
+    MakeTopics,
+    TopicTail,
+    consumer_runtime,
+    event_id_counts,
+    eventually,
+    record_of,
+    records_metric,
+    running,
+)
 
-SESSION_TIMEOUT_MS = 6_000
-HEARTBEAT_INTERVAL_MS = 1_000
-WAIT_S = 40.0
+pytestmark = pytest.mark.integration
 
 test_metadata = MetaData()
 effects = Table(
@@ -55,51 +55,12 @@ effects = Table(
 )
 
 
-class MakeTopics(Protocol):
-    async def __call__(self, n: int = 1, *, partitions: int = 1) -> list[str]: ...
-
-
-MakeGroup = Callable[..., Awaitable[ConsumerGroupSpec]]
-
-
 class PoisonRecord(Exception):
     pass
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {WAIT_S:.0f}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def record_of(topic: str, key: str, *, event_id: str | None = None) -> tuple[OutgoingRecord, str]:
-    event = ContactEvent(
-        contact_created=ContactCreated(
-            contact=Contact(id=key, company_id="company-1", phone_e164="+5511999990000")
-        )
-    )
-    event.envelope.CopyFrom(
-        new_envelope(event_type_of(event), "company-1", "tests", event_id=event_id)
-    )
-    value = event.SerializeToString()
-    headers = record_headers(event.envelope)
-    return OutgoingRecord(topic, key.encode(), value, headers), event.envelope.event_id
-
-
-def records_metric(group: ConsumerGroupSpec, topic: str, outcome: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "esquadrao_consumer_records_total",
-        {"group": group.name, "topic": topic, "outcome": outcome},
-    )
-    return value or 0.0
-
-
 async def effect_counts(database: Database) -> Counter[str]:
-    async with database.engine.connect() as connection:
-        rows = await connection.execute(select(effects.c.event_id))
-        return Counter(row.event_id for row in rows)
+    return await event_id_counts(database, effects)
 
 
 @dataclass
@@ -127,107 +88,9 @@ class BatchRecorder:
         return [r.attempt for call in self.calls for r in call if r.event_id == event_id]
 
 
-class TopicTail:
-    """Every record of some topics, collected in the background (no consumer group)."""
-
-    def __init__(self, bootstrap: str, *topics: str) -> None:
-        self.records: list[Any] = []
-        self._consumer = AIOKafkaConsumer(
-            *topics,
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def _collect(self) -> None:
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                self.records.extend(records)
-
-    def on(self, topic: str) -> list[Any]:
-        return [record for record in self.records if record.topic == topic]
-
-    async def __aenter__(self) -> TopicTail:
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._collect())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
-
-
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, pool_size=4)
-    async with database.engine.begin() as connection:
-        await connection.run_sync(platform_metadata.create_all)
-        await connection.run_sync(test_metadata.create_all)
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture
-async def publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
-    async with KafkaPublisher(kafka_bootstrap, client_id="consumer-batch-tests") as publisher:
-        yield publisher
-
-
-@pytest.fixture
-async def make_group(kafka_bootstrap: str, kafka_topics: MakeTopics) -> AsyncIterator[MakeGroup]:
-    created: list[str] = []
-
-    async def make(
-        *, partitions: int = 1, retry_delays_ms: tuple[int, ...] = (200, 400)
-    ) -> ConsumerGroupSpec:
-        (topic,) = await kafka_topics(1, partitions=partitions)
-        group = ConsumerGroupSpec(
-            name=f"g-{uuid.uuid4().hex[:12]}", topics=(topic,), retry_delays_ms=retry_delays_ms
-        )
-        names = [*group.retry_topics, group.dlq_topic]
-        specs = [TopicSpec(name, partitions, 1, 3_600_000) for name in names]
-        created.extend(await ensure_topics(kafka_bootstrap, specs, replication_factor=1))
-        return group
-
-    yield make
-    if created:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_topics(created)
-        finally:
-            await admin.close()
-
-
-def runtime_for(
-    kafka_bootstrap: str,
-    group: ConsumerGroupSpec,
-    database: Database,
-    publisher: KafkaPublisher,
-    **options: Any,
-) -> ConsumerRuntime[SqlAlchemyUnitOfWork]:
-    return ConsumerRuntime(
-        bootstrap=kafka_bootstrap,
-        group=group,
-        uow_factory=lambda: SqlAlchemyUnitOfWork(database),
-        publisher=publisher,
-        poll_timeout_ms=100,
-        session_timeout_ms=SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-        failure_backoff_s=(0.05, 0.5),
-        **options,
-    )
-
-
-@asynccontextmanager
-async def running(runtime: ConsumerRuntime[Any]) -> AsyncIterator[ConsumerRuntime[Any]]:
-    async with runtime:
-        yield runtime
+def tables() -> MetaData:
+    return test_metadata
 
 
 def test_exactly_one_of_handler_and_batch_handler() -> None:
@@ -280,7 +143,7 @@ async def test_a_batch_handler_gets_new_records_in_partition_order_in_bounded_ba
     published = [record_of(topic, f"contact-{n}") for n in range(30)]
     await publisher.publish([record for record, _ in published])
     handler = BatchRecorder()
-    runtime = runtime_for(
+    runtime = consumer_runtime(
         kafka_bootstrap,
         group,
         database,
@@ -347,7 +210,7 @@ async def test_a_poison_record_in_a_batch_fails_alone_and_the_others_apply_once(
 
     handler = BatchRecorder(fail=poisoned)
     await publisher.publish([record for record, _ in published])
-    runtime = runtime_for(kafka_bootstrap, group, database, publisher, batch_handler=handler)
+    runtime = consumer_runtime(kafka_bootstrap, group, database, publisher, batch_handler=handler)
 
     async with (
         TopicTail(kafka_bootstrap, *group.retry_topics, group.dlq_topic) as tail,
@@ -410,7 +273,7 @@ async def test_a_batch_failing_as_a_whole_is_applied_one_record_at_a_time(
     handler = BatchRecorder(fail=first_batch_fails)
     records = [record for record, _ in published]
     await publisher.publish([*records[:3], garbage, *records[3:]])
-    runtime = runtime_for(kafka_bootstrap, group, database, publisher, batch_handler=handler)
+    runtime = consumer_runtime(kafka_bootstrap, group, database, publisher, batch_handler=handler)
 
     async with TopicTail(kafka_bootstrap, group.dlq_topic) as tail, running(runtime):
 
@@ -472,7 +335,7 @@ async def records_per_second(
         await per_batch([record], uow)
 
     option: dict[str, Any] = {"batch_handler": per_batch} if batched else {"handler": per_record}
-    async with running(runtime_for(kafka_bootstrap, group, database, publisher, **option)):
+    async with running(consumer_runtime(kafka_bootstrap, group, database, publisher, **option)):
 
         async def all_handled() -> bool:
             return records_metric(group, topic, "handled") >= n
@@ -499,7 +362,7 @@ async def test_topic_priority_handles_the_urgent_topic_first_in_each_poll(
     await publisher.publish([record for record, _ in bulk_records])
     await publisher.publish([record for record, _ in urgent_records])
     handler = BatchRecorder()
-    runtime = runtime_for(
+    runtime = consumer_runtime(
         kafka_bootstrap,
         group,
         database,

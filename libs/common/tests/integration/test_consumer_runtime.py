@@ -7,19 +7,14 @@ import itertools
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from esquadrao.contacts.v1.contacts_pb2 import Contact, ContactCreated, ContactEvent
-from esquadrao_common.db import Database, SqlAlchemyUnitOfWork, platform_metadata
-from esquadrao_common.events import event_type_of, new_envelope, record_headers
-from esquadrao_common.kafka.admin import ensure_topics
-from esquadrao_common.kafka.catalog import ConsumerGroupSpec, TopicSpec
+from esquadrao_common.db import Database, SqlAlchemyUnitOfWork
+from esquadrao_common.kafka.catalog import ConsumerGroupSpec
 from esquadrao_common.kafka.consumer import ConsumerRuntime, IncomingRecord
 from esquadrao_common.kafka.dead_letters import (
     HEADER_ATTEMPT,
@@ -36,17 +31,22 @@ from esquadrao_common.kafka.dead_letters import (
 from esquadrao_common.kafka.producer import KafkaPublisher
 from esquadrao_common.messaging import OutgoingRecord, Publisher
 from esquadrao_common.platform_tables import outbox_table
-from prometheus_client import REGISTRY
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, func, select, text
 from sqlalchemy.dialects.postgresql import UUID
 
-pytestmark = pytest.mark.integration
+from .consumer_helpers import (
+    MakeGroup,
+    TopicTail,
+    consumer_runtime,
+    contact_event,
+    event_id_counts,
+    eventually,
+    record_of,
+    records_metric,
+    running,
+)
 
-#: Join timings the embedded broker turns into a ~3 s join (it holds a join for about half
-#: the session timeout); 6 s is also the smallest session timeout Apache Kafka accepts.
-SESSION_TIMEOUT_MS = 6_000
-HEARTBEAT_INTERVAL_MS = 1_000
-WAIT_S = 40.0
+pytestmark = pytest.mark.integration
 
 test_metadata = MetaData()
 effects = Table(
@@ -72,49 +72,11 @@ children = Table(
 )
 
 
-class MakeTopics(Protocol):
-    async def __call__(self, n: int = 1, *, partitions: int = 1) -> list[str]: ...
-
-
-MakeGroup = Callable[..., Awaitable[ConsumerGroupSpec]]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Wait until ``check()`` holds, polling; fail with ``what`` after WAIT_S seconds."""
-    deadline = time.monotonic() + WAIT_S
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {WAIT_S:.0f}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def trace_id_of(headers: Iterable[tuple[str, bytes]]) -> str:
     traceparent = header_value(headers, "traceparent")
     assert traceparent is not None, "record has no traceparent header"
     _version, trace_id, *_ = traceparent.decode().split("-")
     return trace_id
-
-
-def contact_created(key: str, *, event_id: str | None = None) -> tuple[bytes, str]:
-    """An encoded ContactEvent wrapper and its event id."""
-    event = ContactEvent(
-        contact_created=ContactCreated(
-            contact=Contact(id=key, company_id="company-1", phone_e164="+5511999990000")
-        )
-    )
-    event.envelope.CopyFrom(
-        new_envelope(event_type_of(event), "company-1", "tests", event_id=event_id)
-    )
-    return event.SerializeToString(), event.envelope.event_id
-
-
-def record_of(topic: str, key: str, *, trace_id: str | None = None) -> tuple[OutgoingRecord, str]:
-    value, event_id = contact_created(key)
-    event = ContactEvent.FromString(value)
-    headers = record_headers(event.envelope)
-    if trace_id is not None:
-        headers.append(("traceparent", f"00-{trace_id}-{'1' * 16}-01".encode()))
-    return OutgoingRecord(topic, key.encode(), value, headers), event_id
 
 
 @dataclass
@@ -162,9 +124,7 @@ class PoisonRecord(Exception):
 
 
 async def effect_counts(database: Database) -> Counter[str]:
-    async with database.engine.connect() as connection:
-        rows = await connection.execute(select(effects.c.event_id))
-        return Counter(row.event_id for row in rows)
+    return await event_id_counts(database, effects)
 
 
 async def effect_rows(database: Database, event_id: str) -> list[Any]:
@@ -173,90 +133,9 @@ async def effect_rows(database: Database, event_id: str) -> list[Any]:
         return list(result)
 
 
-def records_metric(group: ConsumerGroupSpec, topic: str, outcome: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "esquadrao_consumer_records_total",
-        {"group": group.name, "topic": topic, "outcome": outcome},
-    )
-    return value or 0.0
-
-
-class TopicTail:
-    """Every record of some topics, collected in the background (no consumer group)."""
-
-    def __init__(self, bootstrap: str, *topics: str) -> None:
-        self.records: list[Any] = []
-        self._consumer = AIOKafkaConsumer(
-            *topics,
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def _collect(self) -> None:
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                self.records.extend(records)
-
-    def on(self, topic: str) -> list[Any]:
-        return [record for record in self.records if record.topic == topic]
-
-    async def __aenter__(self) -> TopicTail:
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._collect())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
-
-
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, pool_size=4)
-    async with database.engine.begin() as connection:
-        await connection.run_sync(platform_metadata.create_all)
-        await connection.run_sync(test_metadata.create_all)
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture
-async def publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
-    async with KafkaPublisher(kafka_bootstrap, client_id="consumer-runtime-tests") as publisher:
-        yield publisher
-
-
-@pytest.fixture
-async def make_group(kafka_bootstrap: str, kafka_topics: MakeTopics) -> AsyncIterator[MakeGroup]:
-    """Factory of consumer groups with fresh topics, retry topics and dead-letter topic."""
-    created: list[str] = []
-
-    async def make(
-        *, partitions: int = 1, retry_delays_ms: tuple[int, ...] = (200, 400)
-    ) -> ConsumerGroupSpec:
-        (topic,) = await kafka_topics(1, partitions=partitions)
-        group = ConsumerGroupSpec(
-            name=f"g-{uuid.uuid4().hex[:12]}", topics=(topic,), retry_delays_ms=retry_delays_ms
-        )
-        names = [*group.retry_topics, group.dlq_topic]
-        specs = [TopicSpec(name, partitions, 1, 3_600_000) for name in names]
-        created.extend(await ensure_topics(kafka_bootstrap, specs, replication_factor=1))
-        return group
-
-    yield make
-    if created:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_topics(created)
-        finally:
-            await admin.close()
+def tables() -> MetaData:
+    return test_metadata
 
 
 def runtime_for(
@@ -265,27 +144,10 @@ def runtime_for(
     handler: RecordingHandler,
     database: Database,
     publisher: Publisher,
-    uow_factory: Callable[[], SqlAlchemyUnitOfWork] | None = None,
     **options: Any,
 ) -> ConsumerRuntime[SqlAlchemyUnitOfWork]:
-    return ConsumerRuntime(
-        bootstrap=kafka_bootstrap,
-        group=group,
-        handler=handler,
-        uow_factory=uow_factory or (lambda: SqlAlchemyUnitOfWork(database)),
-        publisher=publisher,
-        poll_timeout_ms=100,
-        session_timeout_ms=SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-        failure_backoff_s=(0.05, 0.5),
-        **options,
-    )
-
-
-@asynccontextmanager
-async def running(runtime: ConsumerRuntime[Any]) -> AsyncIterator[ConsumerRuntime[Any]]:
-    async with runtime:
-        yield runtime
+    """A runtime with ``handler`` (``options``, ``uow_factory`` among them, as they are)."""
+    return consumer_runtime(kafka_bootstrap, group, database, publisher, handler=handler, **options)
 
 
 async def committed_offsets(kafka_bootstrap: str, group: ConsumerGroupSpec) -> dict[int, int]:
@@ -642,9 +504,9 @@ class BatchRecordingHandler(RecordingHandler):
     async def __call__(self, record: IncomingRecord, uow: SqlAlchemyUnitOfWork) -> None:
         transaction = (await uow.session.execute(text("SELECT txid_current()"))).scalar_one()
         self.transactions.setdefault(record.event_id, []).append(transaction)
-        value, staged_id = contact_created(f"staged-by-{record.event_id}")
-        uow.stage("contacts.events.v1", record.key, ContactEvent.FromString(value))
-        self.staged[record.event_id] = staged_id
+        staged = contact_event(f"staged-by-{record.event_id}")
+        uow.stage("contacts.events.v1", record.key, staged)
+        self.staged[record.event_id] = staged.envelope.event_id
         await super().__call__(record, uow)
 
 
