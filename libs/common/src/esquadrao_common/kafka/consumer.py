@@ -330,9 +330,10 @@ class ConsumerRuntime(Generic[UoWT]):
     partition ``p`` of every topic with as many partitions to the same member: the retry
     topics too, when they have as many partitions as the group's topics. ``ownership`` is
     told which partitions this member owns (:class:`PartitionOwnership`).
-    ``topic_priority`` lists topics whose records go first within each poll: a poll's
-    partitions are processed in that order (unlisted topics last), so the records of an
-    urgent topic never wait behind a poll's worth of a bulk one.
+    ``topic_priority`` lists topics whose records go first: records of these topics already
+    fetched are taken before any other, and a poll's partitions are processed in that order
+    (unlisted topics last), so the records of an urgent topic never wait behind a backlog
+    of a bulk one.
 
     Exactly one of ``handler`` (called per record, :data:`Handler`) and ``batch_handler``
     (called per transaction with its new records, :data:`BatchHandler`) is given. With a
@@ -524,17 +525,37 @@ class ConsumerRuntime(Generic[UoWT]):
     ) -> None:
         await self.stop()
 
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """The next records: those of the priority topics already fetched, if any, else
+        those of every partition.
+
+        The client hands out fetched records partition after partition in the order their
+        fetches completed, so records of an urgent topic fetched after a backlog of a bulk
+        one would come out only once that backlog has; asking for the urgent partitions
+        first (without waiting) puts them ahead.
+        """
+        if self._topic_rank:
+            urgent = [tp for tp in consumer.assignment() if tp.topic in self._topic_rank]
+            if urgent:
+                records: dict[TopicPartition, list[Any]] = await consumer.getmany(
+                    *urgent, timeout_ms=0, max_records=self._max_batch
+                )
+                if records:
+                    return records
+        polled: dict[TopicPartition, list[Any]] = await consumer.getmany(
+            timeout_ms=poll_timeout_ms(
+                self._now_ms(), self._pauses.next_due_ms(), self._poll_timeout_ms
+            ),
+            max_records=self._max_batch,
+        )
+        return polled
+
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         try:
             while not self._stopping.is_set():
                 self._resume_due(consumer)
                 try:
-                    batch = await consumer.getmany(
-                        timeout_ms=poll_timeout_ms(
-                            self._now_ms(), self._pauses.next_due_ms(), self._poll_timeout_ms
-                        ),
-                        max_records=self._max_batch,
-                    )
+                    batch = await self._poll(consumer)
                 except KafkaError as error:
                     log.warning("consumer group %s: poll failed: %r", self.group.name, error)
                     self._stalled = True
