@@ -679,18 +679,26 @@ async def bench_ingest(ctx: Context) -> Result:
             f"{transactions_used / len(plan):.2f}",
             f"{transactions_used:,} over the worker's run (consumer, relay, idle drivers)",
         )
-        levels = worker.log_counts()
-        result.add("worker log lines by level", ", ".join(f"{k} {v}" for k, v in levels.items()))
-        result.add("worker owned", worker.ownership())
-        result.add(
-            "foreign commands consumed",
-            f"{await foreign_commands(database_url, ctx.company_id):,}",
-            "left on the topics by earlier runs; rejected (unknown session)",
-        )
-        result.profile = worker.top_functions()
+        await report_worker(ctx, result, worker, database_url)
         return result
     finally:
         await ctx.drop(database_url)
+
+
+async def report_worker(
+    ctx: Context, result: Result, worker: WorkerProcess, database_url: str
+) -> None:
+    """What every benchmark reports of its worker: log lines by level, the partitions it
+    owned, commands of earlier runs it consumed, and its profile when asked for."""
+    levels = worker.log_counts()
+    result.add("worker log lines by level", ", ".join(f"{k} {v}" for k, v in levels.items()))
+    result.add("worker owned", worker.ownership())
+    result.add(
+        "foreign commands consumed",
+        f"{await foreign_commands(database_url, ctx.company_id):,}",
+        "left on the topics by earlier runs; rejected (unknown session)",
+    )
+    result.profile = worker.top_functions()
 
 
 async def measure_sends(
@@ -780,15 +788,7 @@ async def measure_sends(
         f"{transactions_used / len(plan):.2f}",
         f"{transactions_used:,} over the worker's run (ingest, claims, outcomes, relay)",
     )
-    levels = worker.log_counts()
-    result.add("worker log lines by level", ", ".join(f"{k} {v}" for k, v in levels.items()))
-    result.add("worker owned", worker.ownership())
-    result.add(
-        "foreign commands consumed",
-        f"{await foreign_commands(database_url, ctx.company_id):,}",
-        "left on the topics by earlier runs; rejected (unknown session)",
-    )
-    result.profile = worker.top_functions()
+    await report_worker(ctx, result, worker, database_url)
 
 
 # --- 2. interactive latency under a bulk backlog -----------------------------------------
@@ -934,15 +934,7 @@ async def bench_interactive(ctx: Context) -> Result:
                 f"{len(bulk_times):,} in {drain:.1f} s",
             )
         result.add("CPU use during the window", sampler.cpu_split(wall_start, window_end))
-        levels = worker.log_counts()
-        result.add("worker log lines by level", ", ".join(f"{k} {v}" for k, v in levels.items()))
-        result.add("worker owned", worker.ownership())
-        result.add(
-            "foreign commands consumed",
-            f"{await foreign_commands(database_url, ctx.company_id):,}",
-            "left on the topics by earlier runs; rejected (unknown session)",
-        )
-        result.profile = worker.top_functions()
+        await report_worker(ctx, result, worker, database_url)
         return result
     finally:
         await ctx.drop(database_url)
@@ -1064,15 +1056,7 @@ async def bench_memory(ctx: Context) -> Result:
         )
         result.add("CPU use while idle", sampler.cpu_split(idle_start, idle_end))
         result.add("sessions still connected after the idle time", f"{still:,} / {count:,}")
-        levels = worker.log_counts()
-        result.add("worker log lines by level", ", ".join(f"{k} {v}" for k, v in levels.items()))
-        result.add("worker owned", worker.ownership())
-        result.add(
-            "foreign commands consumed",
-            f"{await foreign_commands(database_url, ctx.company_id):,}",
-            "left on the topics by earlier runs; rejected (unknown session)",
-        )
-        result.profile = worker.top_functions()
+        await report_worker(ctx, result, worker, database_url)
         return result
     finally:
         await ctx.drop(database_url)
