@@ -224,13 +224,7 @@ async def accept_commands(
     wanted: dict[str, set[str]] = {}
     for index, item in enumerate(incoming):
         command = item.command
-        if (
-            command.session_id
-            and _is_uuid(command.session_id)
-            and command.message_id
-            and len(command.message_id) <= MESSAGE_ID_LENGTH
-            and _valid_content(command)
-        ):
+        if _is_uuid(command.session_id) and _command_problem(command) is None:
             entry = _entry_for(
                 command, item.envelope.company_id, item.priority, command.session_id, now
             )
@@ -269,14 +263,6 @@ async def accept_commands(
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _valid_content(command: commands_pb2.SendMessage) -> bool:
-    try:
-        outbound_from_command(command)
-    except ValueError:
-        return False
-    return True
-
-
 #: Session id of entries that never had one (a bad command, an unroutable pool send).
 _NO_SESSION = "00000000-0000-0000-0000-000000000000"
 
@@ -284,6 +270,19 @@ _NO_SESSION = "00000000-0000-0000-0000-000000000000"
 async def _problem_with(
     uow: WhatsappUnitOfWork, command: commands_pb2.SendMessage, company_id: str
 ) -> RejectedCommand | None:
+    problem = _command_problem(command)
+    if problem is not None:
+        return problem
+    session = None
+    if _is_uuid(command.session_id):
+        session = await uow.sessions.get(command.session_id, company_id=company_id)
+    if session is None or session.deleted_at is not None:
+        return RejectedCommand("unknown_session", f"no session {command.session_id!r}")
+    return None
+
+
+def _command_problem(command: commands_pb2.SendMessage) -> RejectedCommand | None:
+    """What makes the command itself unsendable, whatever its session."""
     if not command.message_id:
         return RejectedCommand("invalid_command", "message_id is required")
     if len(command.message_id) > MESSAGE_ID_LENGTH:
@@ -294,11 +293,6 @@ async def _problem_with(
         outbound_from_command(command)
     except ValueError as error:
         return RejectedCommand("invalid_command", str(error))
-    session = None
-    if _is_uuid(command.session_id):
-        session = await uow.sessions.get(command.session_id, company_id=company_id)
-    if session is None or session.deleted_at is not None:
-        return RejectedCommand("unknown_session", f"no session {command.session_id!r}")
     return None
 
 
