@@ -133,7 +133,7 @@ async def choose_pool_member(
     """A healthy member of the pool: lowest ``pool_priority`` first, then the one with
     the fewest queued messages (so a pool spreads its load instead of piling it on one
     number)."""
-    members = [member for member in await uow.sessions.pool_members(company_id, pool_id)]
+    members = await uow.sessions.pool_members(company_id, pool_id)
     candidates = [member for member in members if healthy(member)]
     if not candidates:
         return None
