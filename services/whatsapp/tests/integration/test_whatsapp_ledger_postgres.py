@@ -23,6 +23,7 @@ from whatsapp.domain.messages import MessageStatus, ProviderError, StatusUpdate,
 from whatsapp.domain.provider import FailureKind, ProviderFailure, SendAccepted
 from whatsapp.domain.sessions import Session, SessionState
 from whatsapp.service_layer import messages as ledger
+from whatsapp.service_layer.driver import take_over
 from whatsapp.service_layer.unit_of_work import WhatsappUnitOfWork
 
 if TYPE_CHECKING:
@@ -405,6 +406,73 @@ async def test_a_crash_leaves_unknown_never_resent(
             whatsapp_pb2.MESSAGE_STATUS_UNKNOWN,
         )
     assert (await entry_of(uow_factory, theirs[0].message_id)).in_flight
+
+
+async def test_a_takeover_resolves_in_flight_and_reports_live_states_disconnected(
+    uow_factory: UowFactory, outbox: ReadOutbox, make_session: MakeSession
+) -> None:
+    live = await make_session(COMPANY, state=SessionState.CONNECTED, desired_running=True)
+    stopped = await make_session(COMPANY, state=SessionState.STOPPED)
+    deleted = await make_session(COMPANY, state=SessionState.CONNECTED, deleted_at=NOW)
+    in_flight = await claimed_entries(uow_factory, live, 3)
+
+    async with uow_factory() as uow:
+        takeover = await take_over(
+            uow, [live.id, stopped.id, deleted.id], "worker-b", NOW + timedelta(seconds=1)
+        )
+        await uow.commit()
+
+    assert takeover.unknown == 3
+    assert {session.id for session in takeover.sessions} == {live.id, stopped.id}
+    by_id = {session.id: session for session in takeover.sessions}
+    assert by_id[live.id].state is SessionState.DISCONNECTED
+    assert by_id[stopped.id].state is SessionState.STOPPED
+    for entry in in_flight:
+        assert (await entry_of(uow_factory, entry.message_id)).status is MessageStatus.UNKNOWN
+    async with uow_factory() as uow:
+        views = {
+            session_id: await uow.sessions.view(session_id, COMPANY)
+            for session_id in (live.id, stopped.id)
+        }
+        stored_live = await uow.sessions.get(live.id)
+    assert all(view is not None and view.owner == "worker-b" for view in views.values())
+    assert stored_live is not None and stored_live.state is SessionState.DISCONNECTED
+    assert "taken over by worker-b" in stored_live.state_reason
+    changes = [
+        (s.record.session_state_changed.session_id, s.record.session_state_changed.state)
+        for s in await outbox(topic=EVENTS_TOPIC)
+        if s.payload == "session_state_changed"
+        and s.record.session_state_changed.session_id in (live.id, stopped.id, deleted.id)
+    ]
+    assert changes == [(live.id, whatsapp_pb2.SESSION_STATE_DISCONNECTED)]
+
+
+async def test_the_sweep_finds_sessions_with_claimable_entries_only(
+    uow_factory: UowFactory, connected: Session, make_session: MakeSession
+) -> None:
+    waiting = await make_session(COMPANY, state=SessionState.CONNECTED, desired_running=True)
+    busy = await make_session(COMPANY, state=SessionState.CONNECTED, desired_running=True)
+    idle = await make_session(COMPANY, state=SessionState.CONNECTED, desired_running=True)
+    await accept(uow_factory, send(connected.id))
+    retry = send(waiting.id)
+    await accept(uow_factory, retry)
+    async with uow_factory() as uow:
+        entry = await uow.ledger.get(retry.message_id)
+        assert entry is not None
+        entry.next_attempt_at = NOW + timedelta(minutes=5)
+        await uow.ledger.save(entry)
+        await uow.commit()
+    await claimed_entries(uow_factory, busy, 1)
+    ids = [connected.id, waiting.id, busy.id, idle.id]
+
+    async with uow_factory() as uow:
+        due_now = await uow.ledger.sessions_with_due(ids, NOW)
+        due_later = await uow.ledger.sessions_with_due(ids, NOW + timedelta(minutes=6))
+        none_asked = await uow.ledger.sessions_with_due([], NOW)
+
+    assert due_now == {connected.id}
+    assert due_later == {connected.id, waiting.id}
+    assert none_asked == set()
 
 
 # --- receipts -----------------------------------------------------------------------------

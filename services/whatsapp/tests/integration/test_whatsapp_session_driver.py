@@ -199,20 +199,18 @@ async def make_harness(database: Database) -> AsyncIterator[Callable[..., Any]]:
     async def build(script: Script, **policy: Any) -> Harness:
         session_id = str(uuid.uuid4())
         moment = now()
+        session = Session(
+            id=session_id,
+            company_id=COMPANY,
+            name="loja",
+            provider=ProviderKind.SIM,
+            desired_running=True,
+            profile="lifted",
+            created_at=moment,
+            updated_at=moment,
+        )
         async with WhatsappUnitOfWork(database) as uow:
-            await uow.sessions.add(
-                Session(
-                    id=session_id,
-                    company_id=COMPANY,
-                    name="loja",
-                    provider=ProviderKind.SIM,
-                    desired_running=True,
-                    profile="lifted",
-                    created_at=moment,
-                    updated_at=moment,
-                ),
-                None,
-            )
+            await uow.sessions.add(session, None)
             await uow.sessions.set_owner([session_id], OWNER)
             await uow.commit()
         limiter = SessionLimiter(LocalTokenBucket())
@@ -227,10 +225,9 @@ async def make_harness(database: Database) -> AsyncIterator[Callable[..., Any]]:
             "breaker_threshold": 3,
             "breaker_timeout_s": 0.3,
             "retry": ledger.RetryPolicy(max_attempts=3, base_s=0.05, cap_s=0.2),
-            "idle_poll_s": 0.05,
         }
         driver = SessionDriver(
-            session_id,
+            session,
             owner=OWNER,
             uow=lambda: WhatsappUnitOfWork(database),
             connect=connect,
@@ -437,3 +434,25 @@ async def test_stopping_lets_the_sends_in_progress_get_their_answer(make_harness
     await asyncio.wait_for(stopping, WAIT_S)
     assert await harness.status_of(message_id) is MessageStatus.SENT
     assert script.sent == [message_id]
+
+
+async def test_a_held_driver_keeps_its_connection_and_sends_nothing_until_released(
+    make_harness: Any,
+) -> None:
+    # A rebalance revokes the session's partition and, most often, gives it back.
+    script = Script()
+    harness: Harness = await make_harness(script)
+    await harness.wait_state(SessionState.CONNECTED)
+    sent_before = await harness.queue()
+    await harness.wait_status(sent_before, MessageStatus.SENT)
+
+    await harness.driver.hold()
+    held_message = await harness.queue()
+    await asyncio.sleep(0.3)
+    assert await harness.status_of(held_message) is MessageStatus.QUEUED
+    assert script.sent == [sent_before]
+
+    harness.driver.release()
+    await harness.wait_status(held_message, MessageStatus.SENT)
+    assert script.opened == 1, "the same connection throughout"
+    assert (await harness.session()).state is SessionState.CONNECTED

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from esquadrao_common.pagination import keyset_page
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ColumnElement, and_, any_, bindparam, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from whatsapp.adapters.orm import inbound_messages, messages, sessions
@@ -43,6 +43,12 @@ _SESSION_FIELDS = (
     "deleted_at",
     "version",
 )
+
+
+def among(column: ColumnElement[Any], session_ids: Sequence[str]) -> ColumnElement[bool]:
+    """``column = ANY($1)`` with the ids as one array parameter: a worker asks about all
+    its sessions at once (thousands), past what one parameter per id allows."""
+    return column == any_(literal(list(session_ids), ARRAY(UUID(as_uuid=False))))
 
 
 def session_from_row(row: Mapping[Any, Any]) -> Session:
@@ -201,8 +207,17 @@ class SessionRepository:
         ids = list(session_ids)
         if ids:
             await self.db.execute(
-                update(sessions).where(sessions.c.id.in_(ids)).values(owner=owner)
+                update(sessions).where(among(sessions.c.id, ids)).values(owner=owner)
             )
+
+    async def owners(self, session_ids: Sequence[str]) -> dict[str, str]:
+        """The worker each of ``session_ids`` is driven by (``owner``)."""
+        if not session_ids:
+            return {}
+        rows = await self.db.execute(
+            select(sessions.c.id, sessions.c.owner).where(among(sessions.c.id, session_ids))
+        )
+        return {str(session_id): str(owner) for session_id, owner in rows.tuples()}
 
     async def save_metrics(self, session_id: str, metrics: dict[str, Any], now: datetime) -> None:
         await self.db.execute(
@@ -231,6 +246,17 @@ class SessionRepository:
             select(sessions.c.id, sessions.c.desired_running).where(sessions.c.deleted_at.is_(None))
         )
         return [(str(row.id), bool(row.desired_running)) for row in rows]
+
+    async def live(self, session_ids: Sequence[str]) -> list[Session]:
+        """The sessions of ``session_ids`` that are not deleted."""
+        if not session_ids:
+            return []
+        rows = await self.db.execute(
+            select(sessions).where(
+                among(sessions.c.id, session_ids), sessions.c.deleted_at.is_(None)
+            )
+        )
+        return [session_from_row(row) for row in rows.mappings()]
 
     async def by_provider_number(self, provider_number_id: str) -> Session | None:
         row = (
@@ -506,13 +532,29 @@ class LedgerRepository:
         value: datetime | None = result.scalar_one_or_none()
         return value
 
+    async def sessions_with_due(self, session_ids: Sequence[str], now: datetime) -> set[str]:
+        """Which of ``session_ids`` have an entry they could claim now."""
+        if not session_ids:
+            return set()
+        rows = await self.db.execute(
+            select(messages.c.session_id)
+            .where(
+                among(messages.c.session_id, session_ids),
+                messages.c.status == "queued",
+                messages.c.sending_since.is_(None),
+                or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now),
+            )
+            .distinct()
+        )
+        return {str(session_id) for (session_id,) in rows}
+
     async def in_flight(self, session_ids: Sequence[str]) -> list[LedgerEntry]:
         """Entries claimed and never resolved (a crash), locked for the caller to resolve."""
         if not session_ids:
             return []
         rows = await self.db.execute(
             select(messages)
-            .where(messages.c.session_id.in_(session_ids), messages.c.sending_since.is_not(None))
+            .where(among(messages.c.session_id, session_ids), messages.c.sending_since.is_not(None))
             .with_for_update()
         )
         return [entry_from_row(row) for row in rows.mappings()]
@@ -522,7 +564,7 @@ class LedgerRepository:
             return 0
         result = await self.db.execute(
             select(func.count()).where(
-                messages.c.session_id.in_(session_ids),
+                among(messages.c.session_id, session_ids),
                 messages.c.status == "queued",
                 messages.c.priority == int(priority),
             )
@@ -534,7 +576,7 @@ class LedgerRepository:
             return {}
         rows = await self.db.execute(
             select(messages.c.session_id, func.count())
-            .where(messages.c.session_id.in_(session_ids), messages.c.status == "queued")
+            .where(among(messages.c.session_id, session_ids), messages.c.status == "queued")
             .group_by(messages.c.session_id)
         )
         return {str(session_id): int(count) for session_id, count in rows.tuples()}

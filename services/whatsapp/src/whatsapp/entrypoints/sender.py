@@ -25,15 +25,15 @@ import logging
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Final
 
 from aiokafka import TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.partitioner import murmur2
 from esquadrao.whatsapp.v1 import commands_pb2
 from esquadrao_common.events import decode_event
+from esquadrao_common.kafka.assignors import CoPartitionedStickyAssignor
 from esquadrao_common.kafka.catalog import Catalog
 from esquadrao_common.kafka.consumer import BatchHandler, ConsumerRuntime, IncomingRecord
 from esquadrao_common.messaging import Publisher
@@ -42,8 +42,9 @@ from prometheus_client import Gauge
 from whatsapp.domain.events import BULK_TOPIC, INTERACTIVE_TOPIC
 from whatsapp.domain.ledger import Priority
 from whatsapp.domain.messages import StatusUpdate
+from whatsapp.domain.sessions import Session
 from whatsapp.service_layer import messages as ledger
-from whatsapp.service_layer.driver import SessionDriver
+from whatsapp.service_layer.driver import SessionDriver, take_over
 from whatsapp.service_layer.unit_of_work import WhatsappUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,15 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-#: Makes the driver of one session.
-DriverFactory = Callable[[str], SessionDriver]
+#: Makes the driver of one session, as the takeover read it.
+DriverFactory = Callable[[Session], SessionDriver]
+
+#: Sessions taken over per transaction.
+TAKEOVER_CHUNK: Final = 1_000
+#: Seconds between sweeps for sessions whose drivers sleep while entries are due.
+DUE_SWEEP_S: Final = 30.0
+#: How long drivers of revoked partitions are held for the rebalance to give them back.
+HOLD_S: Final = 60.0
 
 
 class SessionSupervisor:
@@ -79,6 +87,17 @@ class SessionSupervisor:
     ``partitions`` is the partition count of the command topics. Sessions created after
     the assignment are adopted on their first command (a ``SessionControl`` START, sent
     by the API on creation) through :meth:`driver_for`.
+
+    Idle drivers sleep until woken; :meth:`sweep` is the one periodic query that finds
+    sessions with claimable entries whose wake-up was missed (one query per worker, not
+    one per session).
+
+    The group rebalances eagerly: every member's partitions are revoked, then assigned
+    anew, and with the co-partitioned sticky assignor most come back to the member that
+    had them. So a revocation only *holds* the drivers (they stop sending, keep their
+    connection); the assignment that follows releases those whose partition came back and
+    whose session no other worker took in between, and stops the rest. Drivers still held
+    ``hold_s`` after a revocation (no assignment came) are stopped.
     """
 
     def __init__(
@@ -89,6 +108,7 @@ class SessionSupervisor:
         make_driver: DriverFactory,
         partitions: int,
         clock: Callable[[], datetime],
+        hold_s: float = HOLD_S,
     ) -> None:
         self.owner = owner
         self._uow = uow
@@ -97,6 +117,9 @@ class SessionSupervisor:
         self._clock = clock
         self._owned: set[int] = set()
         self.drivers: dict[str, SessionDriver] = {}
+        self.held: dict[str, SessionDriver] = {}
+        self._hold_s = hold_s
+        self._hold_expiry: asyncio.Task[None] | None = None
         self.unknown_on_adoption = 0
 
     def owns(self, session_id: str) -> bool:
@@ -105,6 +128,7 @@ class SessionSupervisor:
     async def assigned(self, partitions: frozenset[TopicPartition]) -> None:
         numbers = {tp.partition for tp in partitions if tp.topic == INTERACTIVE_TOPIC}
         self._owned |= numbers
+        kept = await self._release_held()
         async with self._uow() as uow:
             ids = [
                 session_id
@@ -112,7 +136,12 @@ class SessionSupervisor:
                 if partition_of(session_id, self._partitions) in numbers
             ]
         await self._adopt(ids)
-        log.info("owning partitions %s: %d sessions", sorted(self._owned), len(self.drivers))
+        log.info(
+            "owning partitions %s: %d sessions (%d kept their connection)",
+            sorted(self._owned),
+            len(self.drivers),
+            kept,
+        )
 
     async def revoked(self, partitions: frozenset[TopicPartition]) -> None:
         numbers = {tp.partition for tp in partitions if tp.topic == INTERACTIVE_TOPIC}
@@ -122,27 +151,67 @@ class SessionSupervisor:
             for session_id, driver in self.drivers.items()
             if partition_of(session_id, self._partitions) in numbers
         ]
-        await asyncio.gather(*(driver.stop() for driver in leaving), return_exceptions=True)
+        await asyncio.gather(*(driver.hold() for driver in leaving), return_exceptions=True)
         for driver in leaving:
-            self.drivers.pop(driver.session_id, None)
+            self.held[driver.session_id] = self.drivers.pop(driver.session_id)
         SESSIONS_DRIVEN.set(len(self.drivers))
+        if self.held and self._hold_expiry is None:
+            self._hold_expiry = asyncio.get_running_loop().create_task(self._expire_held())
+
+    async def _release_held(self) -> int:
+        """Release the held drivers whose partition came back and whose session is still
+        ours in the database; stop the others. How many were released."""
+        if self._hold_expiry is not None:
+            self._hold_expiry.cancel()
+            self._hold_expiry = None
+        held, self.held = self.held, {}
+        back = [
+            session_id
+            for session_id in held
+            if partition_of(session_id, self._partitions) in self._owned
+        ]
+        async with self._uow() as uow:
+            owners = await uow.sessions.owners(back)
+        released = 0
+        for session_id in back:
+            if owners.get(session_id) == self.owner:
+                driver = held.pop(session_id)
+                self.drivers[session_id] = driver
+                driver.release()
+                released += 1
+        await _stop_all(held.values())
+        SESSIONS_DRIVEN.set(len(self.drivers))
+        return released
+
+    async def _expire_held(self) -> None:
+        await asyncio.sleep(self._hold_s)
+        self._hold_expiry = None
+        held, self.held = self.held, {}
+        if held:
+            log.info("stopping %d sessions held since their partitions were revoked", len(held))
+        await _stop_all(held.values())
 
     async def _adopt(self, session_ids: list[str]) -> None:
-        """Resolve what earlier drivers left in flight, claim the sessions, start drivers."""
+        """Take the sessions over (:func:`~whatsapp.service_layer.driver.take_over`), a
+        chunk per transaction, and start a driver for each; the drivers' connection
+        set-ups are then bounded per worker."""
         new = [session_id for session_id in session_ids if session_id not in self.drivers]
-        if not new:
-            return
-        async with self._uow() as uow:
-            unknown = await ledger.resolve_in_flight(uow, new, self._clock())
-            await uow.sessions.set_owner(new, self.owner)
-            await uow.commit()
-        if unknown:
-            log.warning("%d messages of adopted sessions were in flight: now unknown", unknown)
-            self.unknown_on_adoption += unknown
-        for session_id in new:
-            driver = self._make_driver(session_id)
-            self.drivers[session_id] = driver
-            driver.start()
+        for start in range(0, len(new), TAKEOVER_CHUNK):
+            async with self._uow() as uow:
+                takeover = await take_over(
+                    uow, new[start : start + TAKEOVER_CHUNK], self.owner, self._clock()
+                )
+                await uow.commit()
+            if takeover.unknown:
+                log.warning(
+                    "%d messages of adopted sessions were in flight: now unknown",
+                    takeover.unknown,
+                )
+                self.unknown_on_adoption += takeover.unknown
+            for session in takeover.sessions:
+                driver = self._make_driver(session)
+                self.drivers[session.id] = driver
+                driver.start()
         SESSIONS_DRIVEN.set(len(self.drivers))
 
     async def driver_for(self, session_id: str) -> SessionDriver | None:
@@ -157,6 +226,13 @@ class SessionSupervisor:
             driver = self.drivers.get(session_id)
         return driver
 
+    async def sweep(self) -> int:
+        """Wake the drivers whose sessions have entries they could claim now; how many."""
+        async with self._uow() as uow:
+            due = await uow.ledger.sessions_with_due(list(self.drivers), self._clock())
+        self.wake_all(due)
+        return len(due)
+
     def wake_all(self, session_ids: set[str]) -> None:
         """New entries were queued for these sessions."""
         for session_id in session_ids:
@@ -165,11 +241,17 @@ class SessionSupervisor:
                 driver.wake()
 
     async def stop(self) -> None:
-        await asyncio.gather(
-            *(driver.stop() for driver in self.drivers.values()), return_exceptions=True
-        )
+        if self._hold_expiry is not None:
+            self._hold_expiry.cancel()
+            self._hold_expiry = None
+        await _stop_all([*self.drivers.values(), *self.held.values()])
         self.drivers.clear()
+        self.held.clear()
         SESSIONS_DRIVEN.set(0)
+
+
+async def _stop_all(drivers: Iterable[SessionDriver]) -> None:
+    await asyncio.gather(*(driver.stop() for driver in drivers), return_exceptions=True)
 
 
 def command_handler(
@@ -290,6 +372,20 @@ class ReceiptWriter:
         self._stopping.set()
 
 
+async def repeat(
+    interval_s: float, stopping: asyncio.Event, action: Callable[[], Awaitable[object]], what: str
+) -> None:
+    """Run ``action`` every ``interval_s`` until ``stopping`` is set; a failure is logged
+    and the next turn comes all the same."""
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval_s)
+        try:
+            await action()
+        except Exception:
+            log.exception("%s failed", what)
+
+
 class Backpressure:
     """Pauses the bulk partitions while the worker's sessions have too much queued bulk
     work, and resumes them below half of it. Interactive partitions are never paused."""
@@ -312,13 +408,7 @@ class Backpressure:
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
-            try:
-                await self._check()
-            except Exception:
-                log.exception("backpressure check failed")
+        await repeat(self._interval_s, self._stopping, self._check, "backpressure check")
 
     async def _check(self) -> None:
         ids = list(self._supervisor.drivers)
@@ -375,7 +465,7 @@ class SendWorker:
             uow_factory=uow,
             publisher=publisher,
             client_id=client_id,
-            assignor=RangePartitionAssignor,
+            assignor=CoPartitionedStickyAssignor.for_member(),
             ownership=self.supervisor,
             topic_priority=(INTERACTIVE_TOPIC,),
             # Taking commands in is a multi-row insert per partition chunk, so chunks may
@@ -389,13 +479,19 @@ class SendWorker:
         self.backpressure = Backpressure(self.runtime, self.supervisor, uow, bulk_backlog_limit)
 
     async def run(self) -> None:
+        stopping = asyncio.Event()
         tasks = [
             asyncio.create_task(self.receipts.run(), name="receipts"),
             asyncio.create_task(self.backpressure.run(), name="backpressure"),
+            asyncio.create_task(
+                repeat(DUE_SWEEP_S, stopping, self.supervisor.sweep, "sweep for due entries"),
+                name="sweep",
+            ),
         ]
         try:
             await self.runtime.run()
         finally:
+            stopping.set()
             await self.backpressure.stop()
             await self.supervisor.stop()
             await self.receipts.stop()

@@ -99,9 +99,9 @@ def send_worker(
     starts = asyncio.Semaphore(policy.parallel_starts)
 
     def make_driver(receipts: ReceiptWriter) -> DriverFactory:
-        def driver(session_id: str) -> SessionDriver:
+        def driver(session: Session) -> SessionDriver:
             return SessionDriver(
-                session_id,
+                session,
                 owner=worker.supervisor.owner,
                 uow=uow,
                 connect=connect,

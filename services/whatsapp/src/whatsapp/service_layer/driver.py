@@ -18,10 +18,13 @@ A driver keeps its session's connection up and sends its queued messages:
   session's limits (rate, then the recipient's pair limit), hand them to the provider
   concurrently across recipients but in order for each recipient, and record all
   outcomes in one transaction. The claim size follows the session's current rate (about
-  a quarter second of sending), so a crash can leave few entries UNKNOWN.
+  a quarter second of sending), so a crash can leave few entries UNKNOWN. An idle loop
+  sleeps until it is woken (new entries committed) or its earliest retry falls due: it
+  costs the database nothing, which is what lets one worker hold thousands of sessions.
 
-The driver never decides ownership: the worker's supervisor creates it when the session's
-partition is assigned and stops it when the partition is revoked.
+The driver never decides ownership: the worker's supervisor takes sessions over in bulk
+(:func:`take_over`) when their partition is assigned, creates a driver for each, and
+stops it when the partition is revoked.
 """
 
 from __future__ import annotations
@@ -116,7 +119,6 @@ class DriverPolicy:
     retry: ledger.RetryPolicy = field(default_factory=lambda: ledger.RetryPolicy(max_attempts=8))
     max_claim: int = 32
     default_profile: str = ""
-    idle_poll_s: float = 60.0
     #: Sessions of one worker setting up their connection at the same time.
     parallel_starts: int = 32
     metrics_flush_s: float = 10.0
@@ -181,7 +183,7 @@ class SessionDriver:
 
     def __init__(
         self,
-        session_id: str,
+        session: Session,
         *,
         owner: str,
         uow: Callable[[], WhatsappUnitOfWork],
@@ -195,7 +197,7 @@ class SessionDriver:
         rng: Uniform = random,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.session_id = session_id
+        session_id = self.session_id = session.id
         self._owner = owner
         self._uow = uow
         self._connect = connect
@@ -207,7 +209,9 @@ class SessionDriver:
         self._clock = clock
         self._rng = rng
         self._monotonic = monotonic
-        self._session: Session | None = None
+        self._session: Session | None = session
+        # The first turn uses the session as the takeover read it; later ones read afresh.
+        self._fresh = True
         self._connection: SessionConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -215,9 +219,12 @@ class SessionDriver:
         self._control = asyncio.Event()
         self._reconnect_now = False
         self._restart_requested = False
-        self._adopted = False
         self._in_round = False
+        self._round_over = asyncio.Event()
+        self._round_over.set()
         self._draining = False
+        # Held: the partition was revoked in a rebalance and may come back (see hold()).
+        self._held = False
         self._sender: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._gave_up: str | None = None
@@ -270,6 +277,23 @@ class SessionDriver:
         if self._connection is not None:
             await self._connection.close()
 
+    async def hold(self) -> None:
+        """Stop sending, keep the connection: the session's partition was revoked by a
+        rebalance and will most likely be assigned back to this worker, which then
+        releases it instead of reconnecting it. Returns once the send round in
+        progress recorded its outcomes, so nothing is in flight while another worker may
+        take the session over. A held driver does not reconnect a connection that ends."""
+        self._held = True
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._round_over.wait(), SEND_ROUND_GRACE_S)
+
+    def release(self) -> None:
+        """The partition came back: send and reconnect again."""
+        self._held = False
+        self._wake.set()
+        self._control.set()
+
     @property
     def done(self) -> bool:
         return self._task is not None and self._task.done()
@@ -320,10 +344,11 @@ class SessionDriver:
 
     async def _step(self) -> bool:
         """One turn of the connection loop; True when the driver is done for good."""
-        if not self._adopted:
-            await self._adopt()
-            self._adopted = True
-        session = await self._load()
+        if self._fresh:
+            self._fresh = False
+            session = self._session
+        else:
+            session = await self._load()
         if session is None:
             if self._session is not None:
                 await self._move(SessionState.STOPPED, "deleted")
@@ -334,23 +359,12 @@ class SessionDriver:
         elif (
             session.state in (SessionState.BANNED, SessionState.FAILED)
             and not self._restart_requested
-        ):
-            # Terminal until an operator restarts it.
+        ) or self._held:
+            # Terminal until an operator restarts it; held until released.
             await self._wait_control(None)
         else:
             await self._connection_round(session)
         return False
-
-    async def _adopt(self) -> None:
-        """Take the session over: a state its previous driver left "live" is stale."""
-        session = await self._load()
-        if session is not None and session.state in (
-            SessionState.STARTING,
-            SessionState.PAIRING,
-            SessionState.CONNECTED,
-            SessionState.RECONNECTING,
-        ):
-            await self._move(SessionState.DISCONNECTED, f"taken over by {self._owner}")
 
     async def _connection_round(self, session: Session) -> None:
         """One connection attempt and its life; then what the way it ended calls for."""
@@ -374,10 +388,14 @@ class SessionDriver:
         # once, and connecting them all together would exhaust the database pool and hit
         # the provider with a storm of logins.
         async with self._starts:
-            await self._move(
-                target, "starting" if starting else f"attempt {session.reconnect_attempts + 1}"
-            )
-            secrets = await self._secrets()
+            async with self._uow() as uow:
+                await self._move_in(
+                    uow,
+                    target,
+                    "starting" if starting else f"attempt {session.reconnect_attempts + 1}",
+                )
+                secrets = await self._secrets(uow)
+                await uow.commit()
             if not self.breaker.allow():
                 return
             self._attempt_reported = False
@@ -578,6 +596,10 @@ class SessionDriver:
             if self._monotonic() - last_flush >= self._policy.metrics_flush_s:
                 await self._flush_metrics()
                 last_flush = self._monotonic()
+            if self._held:
+                self._wake.clear()
+                await self._sleep_or_wake(None)
+                continue
             wait = self.breaker.retry_after()
             if wait > 0:
                 await self._sleep_or_wake(wait)
@@ -591,6 +613,7 @@ class SessionDriver:
             # From the claim to the recorded outcomes the round must not be cancelled: a
             # claim that committed unseen would leave its entries in flight.
             self._in_round = True
+            self._round_over.clear()
             try:
                 async with self._uow() as uow:
                     now = self._clock()
@@ -606,19 +629,20 @@ class SessionDriver:
                         await uow.commit()
             finally:
                 self._in_round = False
+                self._round_over.set()
             if not batch:
                 await self._sleep_or_wake(self._idle_wait(due, now))
                 continue
             await self._flush_health()
 
-    def _idle_wait(self, due: datetime | None, now: datetime) -> float:
+    @staticmethod
+    def _idle_wait(due: datetime | None, now: datetime) -> float | None:
         """How long an idle send loop sleeps unless woken: until the earliest retry falls
-        due, else ``idle_poll_s`` (new entries wake it; the poll is only a safety net)."""
-        if due is None:
-            return self._policy.idle_poll_s * self._rng.uniform(0.8, 1.2)
-        return max(0.0, min(self._policy.idle_poll_s, (due - now).total_seconds()))
+        due, else until woken (None). New entries wake it once committed, and the
+        supervisor's sweep wakes a driver that has claimable entries all the same."""
+        return None if due is None else max(0.0, (due - now).total_seconds())
 
-    async def _sleep_or_wake(self, seconds: float) -> None:
+    async def _sleep_or_wake(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
@@ -653,7 +677,7 @@ class SessionDriver:
         except ValueError as error:
             return ProviderFailure(FailureKind.INVALID_REQUEST, "invalid_command", str(error))
         while True:
-            if self._stopping or self._draining or not self._connected.is_set():
+            if self._stopping or self._draining or self._held or not self._connected.is_set():
                 return None
             decision = await self._limiter.acquire(session_id, entry.to_phone_e164)
             if decision.allowed:
@@ -834,6 +858,42 @@ class SessionDriver:
         async with self._uow() as uow:
             await uow.sessions.save_metrics(session.id, figures, now)
             await uow.commit()
+
+
+#: States a driver holds only while it drives the session: found on a session being taken
+#: over, they are what a previous driver left behind.
+LIVE_STATES = frozenset(
+    {SessionState.STARTING, SessionState.PAIRING, SessionState.CONNECTED, SessionState.RECONNECTING}
+)
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """Sessions a worker took over: the live ones, as read, and how many entries their
+    previous drivers had left in flight (now UNKNOWN)."""
+
+    sessions: list[Session]
+    unknown: int
+
+
+async def take_over(
+    uow: WhatsappUnitOfWork, session_ids: list[str], owner: str, now: datetime
+) -> Takeover:
+    """Make ``owner`` the driver of ``session_ids``, in bulk (a rebalance hands a worker
+    thousands at once): what earlier drivers left in flight becomes UNKNOWN (never
+    re-sent), the sessions are read once, and a "live" state they left behind is reported
+    DISCONNECTED. The caller commits, then starts a driver per session returned."""
+    unknown = await ledger.resolve_in_flight(uow, session_ids, now)
+    await uow.sessions.set_owner(session_ids, owner)
+    taken = await uow.sessions.live(session_ids)
+    for session in taken:
+        if session.state not in LIVE_STATES:
+            continue
+        change = session.move(SessionState.DISCONNECTED, f"taken over by {owner}", now)
+        if change is not None and await uow.sessions.set_state(session, now=now, owner=owner):
+            key, event = session_state_changed(change)
+            uow.stage(EVENTS_TOPIC, key, event)
+    return Takeover(taken, unknown)
 
 
 _BREAKER_TO_PROTO = {
