@@ -1,5 +1,5 @@
 """WhatsApp send worker benchmarks: ``python -m bench.whatsapp_send [throughput]
-[interactive] [memory] [drivers] [ingest]`` (no name: the first three).
+[interactive] [memory] [rebalance] [drivers] [ingest]`` (no name: the first four).
 
 Each benchmark starts what it measures: a fresh database migrated to the whatsapp schema,
 ``sim`` sessions seeded in it (``SessionRepository.add``: ``desired_running``, provider
@@ -47,6 +47,11 @@ always, ``read`` half the time), which the worker then stores too.
   (``connected_since`` in the database), and what the idle sessions cost: the worker's
   CPU and the database transactions per second over ``--idle-seconds``. Sessions that
   do not connect (a driver that crashed) are counted and printed, not waited for forever.
+- **rebalance** — ``--rebalance-sessions`` sessions connected on one worker, then a
+  second worker joins the group: how many sessions reconnected (``connected_since`` moved
+  past the join) against how many changed owner, and how long until every session was
+  connected again. Ideally only the sessions the newcomer takes reconnect; the first
+  worker's others keep their connection through the rebalance.
 - **drivers** (only when named) — the throughput benchmark without the consumer: the
   ``--messages`` commands are taken into the ledger by this process (``accept_command``,
   what the worker's consumer does) before the worker starts, so the worker only sends.
@@ -77,6 +82,7 @@ import platform
 import pstats
 import shlex
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -1037,10 +1043,10 @@ async def bench_memory(ctx: Context) -> Result:
         )
         if owning:
             result.add(
-                "partitions assigned → last one connected",
+                "sessions taken over → last one connected",
                 f"{last - owning[0]:.1f} s",
-                f"assigned {owning[0] - worker.started_at:.1f} s after start; first connected "
-                f"{first - owning[0]:.1f} s after that",
+                f"taken over {owning[0] - worker.started_at:.1f} s after start (drivers start "
+                f"as they are); first connected {first - worker.started_at:.1f} s after start",
             )
         idle_window = idle_end - idle_start
         worker_cpu = sampler.cpu("worker", idle_start, idle_end)
@@ -1062,17 +1068,94 @@ async def bench_memory(ctx: Context) -> Result:
         await ctx.drop(database_url)
 
 
+# --- 4. a worker joins -------------------------------------------------------------------
+
+
+async def bench_rebalance(ctx: Context) -> Result:
+    args = ctx.args
+    count = args.rebalance_sessions
+    result = Result(f"A worker joins: {count:,} connected sessions on one worker, then two")
+    database_url = await ctx.new_database()
+    try:
+        await ctx.seed_sessions(database_url, count)
+
+        async def connected() -> int:
+            rows = await query(
+                database_url, "SELECT count(*) FROM sessions WHERE state = 'connected'"
+            )
+            return int(rows[0][0])
+
+        first = ctx.worker("rebalance-1", database_url)
+        first.start()
+        second: WorkerProcess | None = None
+        try:
+            await wait_until(ctx, first, "sessions connected", connected, count, stall_s=args.stall)
+            await asyncio.sleep(2)
+            joined = time.time()
+            second = ctx.worker("rebalance-2", database_url)
+            second.start()
+            newcomer = second
+
+            async def newcomer_owns() -> int:
+                return len(newcomer.log_times("owning partitions"))
+
+            await wait_until(
+                ctx, second, "second worker owning partitions", newcomer_owns, 1, stall_s=120
+            )
+            settled = await wait_until(
+                ctx, second, "sessions connected again", connected, count, stall_s=args.stall
+            )
+            rows = await query(
+                database_url,
+                "SELECT owner, count(*) AS sessions,"
+                " count(*) FILTER (WHERE connected_since > to_timestamp($1)) AS reconnected"
+                " FROM sessions GROUP BY owner",
+                joined,
+            )
+        finally:
+            if second is not None:
+                await second.stop()
+            await first.stop()
+        names = {
+            f"{socket.gethostname()}:{worker.pid}": worker.name
+            for worker in (first, second)
+            if worker is not None
+        }
+        by_worker = {names.get(row["owner"], row["owner"]): row for row in rows}
+        moved = int(by_worker["rebalance-2"]["sessions"]) if "rebalance-2" in by_worker else 0
+        reconnected = sum(int(row["reconnected"]) for row in rows)
+        stayed = by_worker.get("rebalance-1")
+        result.add(
+            "sessions that moved to the newcomer",
+            f"{moved:,} / {count:,}",
+            f"newcomer: {second.ownership() if second else '?'}",
+        )
+        result.add(
+            "SESSIONS RECONNECTED BY THE JOIN",
+            f"{reconnected:,} / {count:,}",
+            f"of the first worker's remaining {int(stayed['sessions']) if stayed else 0:,}: "
+            f"{int(stayed['reconnected']) if stayed else 0:,} reconnected",
+        )
+        result.add("join → every session connected again", f"{settled - joined:.1f} s")
+        result.add("first worker", first.ownership())
+        await report_worker(ctx, result, first, database_url)
+        return result
+    finally:
+        await ctx.drop(database_url)
+
+
 # --- main --------------------------------------------------------------------------------
 
 BENCHMARKS: dict[str, Callable[[Context], Awaitable[Result]]] = {
     "throughput": bench_throughput,
     "interactive": bench_interactive,
     "memory": bench_memory,
+    "rebalance": bench_rebalance,
     "drivers": bench_drivers,
     "ingest": bench_ingest,
 }
 #: What runs when no benchmark is named.
-DEFAULT = ("throughput", "interactive", "memory")
+DEFAULT = ("throughput", "interactive", "memory", "rebalance")
 
 
 async def run(args: argparse.Namespace, run_dir: Path, console: Console) -> list[Result]:
@@ -1143,6 +1226,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="interactive commands/s")
     parser.add_argument("--seconds", type=float, default=20.0, help="interactive: seconds")
     parser.add_argument("--sessions", type=int, default=10_000, help="memory: idle sessions")
+    parser.add_argument("--rebalance-sessions", type=int, default=2_000, help="rebalance: sessions")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="memory: idle window")
     parser.add_argument("--batch", type=int, default=None, help="WHATSAPP_SEND_BATCH")
     parser.add_argument("--receipts", action="store_true", help="the simulator's receipts on")

@@ -8,6 +8,7 @@ runtime's own pauses of retry topics.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -17,8 +18,10 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from esquadrao_common.db import Database, SqlAlchemyUnitOfWork
+from esquadrao_common.kafka.assignors import CoPartitionedStickyAssignor
 from esquadrao_common.kafka.catalog import ConsumerGroupSpec
 from esquadrao_common.kafka.consumer import ConsumerRuntime, IncomingRecord, PartitionOwnership
 from esquadrao_common.kafka.dead_letters import retry_due_ms
@@ -135,6 +138,7 @@ def runtime_for(
     database: Database,
     publisher: KafkaPublisher,
     ownership: PartitionOwnership | None = None,
+    assignor: type[AbstractPartitionAssignor] = RangePartitionAssignor,
     **options: Any,
 ) -> ConsumerRuntime[SqlAlchemyUnitOfWork]:
     return consumer_runtime(
@@ -143,7 +147,7 @@ def runtime_for(
         database,
         publisher,
         handler=handler,
-        assignor=RangePartitionAssignor,
+        assignor=assignor,
         ownership=ownership,
         **options,
     )
@@ -276,6 +280,58 @@ async def test_co_partitioned_topics_move_between_members_by_partition_number(
     )
     assert len(not_durable) >= 3 and not any(not_durable), "revoked once what was taken commits"
     assert await effect_count(database) == published
+
+
+async def test_the_sticky_assignor_keeps_what_each_member_owned_as_members_join(
+    kafka_bootstrap: str, make_group: MakeGroup, database: Database, publisher: KafkaPublisher
+) -> None:
+    partitions = 6
+    group = await make_group(topics=2, partitions=partitions)
+    interactive, bulk = group.topics
+    everything = every_partition(group, partitions)
+    owners = [RecordingOwner() for _ in range(3)]
+    runtimes = [
+        runtime_for(
+            kafka_bootstrap,
+            group,
+            RecordingHandler(owner=owner, group_topics=group.topics),
+            database,
+            publisher,
+            owner,
+            assignor=CoPartitionedStickyAssignor.for_member(),
+        )
+        for owner in owners
+    ]
+
+    def settled(members: int) -> Callable[[], bool]:
+        def check() -> bool:
+            owned = [owner.owned for owner in owners[:members]]
+            return (
+                all(owned)
+                and set().union(*owned) == everything
+                and sum(len(mine) for mine in owned) == len(everything)
+            )
+
+        return check
+
+    try:
+        history: list[list[set[TopicPartition]]] = []
+        for members in (1, 2, 3):
+            await runtimes[members - 1].start()
+            await eventually(settled(members), f"{members} member(s) to share the partitions")
+            history.append([set(owner.owned) for owner in owners[:members]])
+    finally:
+        for runtime in runtimes:
+            await runtime.stop()
+
+    for shares in history:
+        for owned in shares:
+            assert partitions_of(owned, interactive) == partitions_of(owned, bulk)
+        sizes = {len(partitions_of(owned, interactive)) for owned in shares}
+        assert max(sizes) - min(sizes) <= 1, shares
+    for before, after in itertools.pairwise(history):
+        for member, owned in enumerate(before):
+            assert after[member] <= owned, "a member keeps part of what it had, takes nothing"
 
 
 async def test_pause_holds_records_back_until_resume(

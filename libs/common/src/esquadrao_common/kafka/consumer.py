@@ -64,8 +64,9 @@ A service that acts on the keys of the partitions it consumes (the whatsapp serv
 each session from the worker owning its partition) learns what it owns through a
 :class:`PartitionOwnership`, and can hold back partitions it cannot keep up with
 (:meth:`ConsumerRuntime.pause`). Several topics keyed alike and with as many partitions are
-co-partitioned when the group uses a range assignor: partition ``p`` of each of them goes to
-the same member.
+co-partitioned when the group uses a range assignor or, better for such a service,
+:class:`~esquadrao_common.kafka.assignors.CoPartitionedStickyAssignor`: partition ``p`` of
+each of them goes to the same member.
 """
 
 from __future__ import annotations
@@ -326,9 +327,11 @@ class ConsumerRuntime(Generic[UoWT]):
     ``assignor`` is the partition assignment strategy (an aiokafka assignor class); every
     member of a group must use the same one. The default, round robin, spreads partitions
     evenly. Co-partitioned topics need
-    :class:`~aiokafka.coordinator.assignors.range.RangePartitionAssignor`, which gives
-    partition ``p`` of every topic with as many partitions to the same member: the retry
-    topics too, when they have as many partitions as the group's topics. ``ownership`` is
+    :class:`~aiokafka.coordinator.assignors.range.RangePartitionAssignor` or
+    :class:`~esquadrao_common.kafka.assignors.CoPartitionedStickyAssignor` (``for_member()``:
+    it also keeps each member's partitions across rebalances), which give partition ``p``
+    of every topic with as many partitions to the same member: the retry topics too, when
+    they have as many partitions as the group's topics. ``ownership`` is
     told which partitions this member owns (:class:`PartitionOwnership`).
     ``topic_priority`` lists topics whose records go first: records of these topics already
     fetched are taken before any other, and a poll's partitions are processed in that order
