@@ -73,7 +73,7 @@ bench-contacts: sync ## contacts API GET/list latency at fixed rates (open-loop 
 bench-contacts-import: sync ## contacts import of a 100k-row CSV: rows/s, peak memory, idempotent re-run
 	$(RUN) python -m bench.contacts_import
 
-bench-whatsapp: sync ## whatsapp worker: sends/s, interactive p99 under a bulk backlog, memory per idle session
+bench-whatsapp: sync ## whatsapp worker: sends/s, interactive p99 under a bulk backlog, memory per idle session, sessions reconnected when a worker joins
 	$(RUN) python -m bench.whatsapp_send
 
 bench-whatsapp-ratelimit: sync ## shared token bucket accuracy with 8 worker processes, adaptive rate trace

@@ -480,6 +480,11 @@ async def status_counts(
     return {str(row[0]): int(row[1]) for row in rows}
 
 
+async def connected_sessions(database_url: str) -> int:
+    rows = await query(database_url, "SELECT count(*) FROM sessions WHERE state = 'connected'")
+    return int(rows[0][0])
+
+
 async def foreign_commands(database_url: str, company_id: str) -> int:
     """Entries of other companies: commands left on the topics by earlier (interrupted)
     runs, which the worker consumed too (and rejected: their sessions are not here)."""
@@ -990,10 +995,7 @@ async def bench_memory(ctx: Context) -> Result:
         try:
 
             async def connected() -> int:
-                rows = await query(
-                    database_url, "SELECT count(*) FROM sessions WHERE state = 'connected'"
-                )
-                return int(rows[0][0])
+                return await connected_sessions(database_url)
 
             await wait_until(
                 ctx,
@@ -1080,10 +1082,7 @@ async def bench_rebalance(ctx: Context) -> Result:
         await ctx.seed_sessions(database_url, count)
 
         async def connected() -> int:
-            rows = await query(
-                database_url, "SELECT count(*) FROM sessions WHERE state = 'connected'"
-            )
-            return int(rows[0][0])
+            return await connected_sessions(database_url)
 
         first = ctx.worker("rebalance-1", database_url)
         first.start()
@@ -1112,6 +1111,7 @@ async def bench_rebalance(ctx: Context) -> Result:
                 " FROM sessions GROUP BY owner",
                 joined,
             )
+            owned_after_join = {worker.name: worker.ownership() for worker in (first, second)}
         finally:
             if second is not None:
                 await second.stop()
@@ -1128,7 +1128,7 @@ async def bench_rebalance(ctx: Context) -> Result:
         result.add(
             "sessions that moved to the newcomer",
             f"{moved:,} / {count:,}",
-            f"newcomer: {second.ownership() if second else '?'}",
+            f"newcomer: {owned_after_join['rebalance-2']}",
         )
         result.add(
             "SESSIONS RECONNECTED BY THE JOIN",
@@ -1137,7 +1137,7 @@ async def bench_rebalance(ctx: Context) -> Result:
             f"{int(stayed['reconnected']) if stayed else 0:,} reconnected",
         )
         result.add("join → every session connected again", f"{settled - joined:.1f} s")
-        result.add("first worker", first.ownership())
+        result.add("first worker after the join", owned_after_join["rebalance-1"])
         await report_worker(ctx, result, first, database_url)
         return result
     finally:
