@@ -37,7 +37,7 @@ from sqlalchemy import Column, MetaData, String, Table, func, insert, select
 
 pytestmark = pytest.mark.integration
 
-SECRET = "flow-test-secret"
+SECRET = "flow-test-secret-of-at-least-32-bytes"
 
 metadata = MetaData()
 notes = Table(
