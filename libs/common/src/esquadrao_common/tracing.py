@@ -12,6 +12,7 @@ Tracing is off (a no-op tracer) until :func:`configure_tracing` installs a provi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -68,7 +69,11 @@ def configure_tracing(
     return provider
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
+    """The platform's tracer, looked up once: each lookup builds a new tracer, which costs
+    more than the span it is for (the relay starts one per record). One looked up before
+    the provider is installed delegates to it once it is."""
     return trace.get_tracer(TRACER_NAME)
 
 
