@@ -79,6 +79,10 @@ TRANSITIONS: Final[dict[SessionState, frozenset[SessionState]]] = {
 #: States in which the session can hand messages to its provider.
 SENDING_STATES: Final = frozenset({SessionState.CONNECTED})
 
+#: States a session is in only while a driver drives it: found on a session being taken
+#: over, they are what its previous driver left behind.
+LIVE_STATES: Final = frozenset({_S.STARTING, _S.PAIRING, _S.CONNECTED, _S.RECONNECTING})
+
 
 class InvalidTransition(ValueError):
     """A state change the machine does not allow (a bug in the driver, never input)."""

@@ -67,7 +67,7 @@ from whatsapp.domain.provider import (
     SendAccepted,
     SessionConnection,
 )
-from whatsapp.domain.sessions import ReconnectPolicy, Session, SessionState
+from whatsapp.domain.sessions import LIVE_STATES, ReconnectPolicy, Session, SessionState
 from whatsapp.service_layer import messages as ledger
 from whatsapp.service_layer.unit_of_work import WhatsappUnitOfWork
 
@@ -858,13 +858,6 @@ class SessionDriver:
         async with self._uow() as uow:
             await uow.sessions.save_metrics(session.id, figures, now)
             await uow.commit()
-
-
-#: States a driver holds only while it drives the session: found on a session being taken
-#: over, they are what a previous driver left behind.
-LIVE_STATES = frozenset(
-    {SessionState.STARTING, SessionState.PAIRING, SessionState.CONNECTED, SessionState.RECONNECTING}
-)
 
 
 @dataclass(frozen=True)
