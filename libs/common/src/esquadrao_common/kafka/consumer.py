@@ -761,19 +761,11 @@ class ConsumerRuntime(Generic[UoWT]):
         except InfrastructureError as error:
             self._redeliver(consumer, tp, first, str(error), error.__cause__)
             return False
+        records = [record for record, _ in batch]
         if outcomes is not None:
-            finished.extend(zip((record for record, _ in batch), outcomes, strict=True))
+            finished.extend(zip(records, outcomes, strict=True))
             return True
-        for record, incoming in batch:
-            if not self._may_process(consumer, tp, record, 0):
-                return False
-            try:
-                outcome = await self._process_incoming(uow, record, incoming)
-            except InfrastructureError as error:
-                self._redeliver(consumer, tp, record, str(error), error.__cause__)
-                return False
-            finished.append((record, outcome))
-        return True
+        return await self._process_each(consumer, tp, uow, records, 0, finished)
 
     async def _process_one_by_one(
         self,
