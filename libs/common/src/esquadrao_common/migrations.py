@@ -15,17 +15,22 @@ and its first revision creates the platform's tables with
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from alembic import command, context
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from sqlalchemy import MetaData, pool
+from alembic.migration import MigrationContext
+from sqlalchemy import MetaData, inspect, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from esquadrao_common.db import async_url
 from esquadrao_common.platform_tables import platform_metadata
+
+T = TypeVar("T")
 
 #: Alembic's version table; named so it never collides with a service's tables.
 VERSION_TABLE = "alembic_version"
@@ -64,6 +69,38 @@ def upgrade(script_location: Path, database_url: str, revision: str = "head") ->
 def downgrade(script_location: Path, database_url: str, revision: str) -> None:
     """Migrate the database at ``database_url`` down to ``revision`` (``base``: empty)."""
     command.downgrade(alembic_config(script_location, database_url), revision)
+
+
+async def schema_differences(database_url: str, target_metadata: MetaData) -> list[Any]:
+    """How the schema at ``database_url`` differs from what ``target_metadata`` and the
+    platform's tables declare, as ``alembic revision --autogenerate`` would see it (types
+    and server defaults included): empty when the migrations build exactly that."""
+
+    def compare(connection: Connection) -> list[Any]:
+        migration = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": True}
+        )
+        # Alembic takes a sequence of MetaData here too, as for env.py's target_metadata.
+        both: Any = [target_metadata, platform_metadata]
+        return list(compare_metadata(migration, both))
+
+    return await _on_connection(database_url, compare)
+
+
+async def table_names(database_url: str) -> list[str]:
+    """The tables of the database at ``database_url``."""
+    return await _on_connection(
+        database_url, lambda connection: inspect(connection).get_table_names()
+    )
+
+
+async def _on_connection(database_url: str, work: Callable[[Connection], T]) -> T:
+    engine = create_async_engine(async_url(database_url), poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(work)
+    finally:
+        await engine.dispose()
 
 
 def run_env(target_metadata: MetaData) -> None:
