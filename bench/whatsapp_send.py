@@ -87,7 +87,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -348,14 +348,16 @@ class Context:
     def say(self, text: str) -> None:
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}")
 
-    async def new_database(self) -> str:
+    @contextlib.asynccontextmanager
+    async def database(self) -> AsyncIterator[str]:
+        """A fresh database with the whatsapp schema for one benchmark, dropped after it."""
         url = await fresh_database(self.stack.postgres_url, "bench_whatsapp")
-        await asyncio.to_thread(upgrade, MIGRATIONS, url)
-        return url
-
-    async def drop(self, url: str) -> None:
-        await close_probe(url)
-        await drop_database(self.stack.postgres_url, url)
+        try:
+            await asyncio.to_thread(upgrade, MIGRATIONS, url)
+            yield url
+        finally:
+            await close_probe(url)
+            await drop_database(self.stack.postgres_url, url)
 
     def worker(self, name: str, database_url: str) -> WorkerProcess:
         env = dict(os.environ)
@@ -588,8 +590,7 @@ async def bench_throughput(ctx: Context) -> Result:
         f"Sends through one worker: {args.messages:,} bulk commands published first, "
         f"{args.send_sessions} sim sessions, limits lifted"
     )
-    database_url = await ctx.new_database()
-    try:
+    async with ctx.database() as database_url:
         sessions = await ctx.seed_sessions(database_url, args.send_sessions)
         plan = plan_commands(ctx.company_id, args.messages, sessions)
         published_in = await ctx.publish(plan)
@@ -601,8 +602,6 @@ async def bench_throughput(ctx: Context) -> Result:
         )
         await measure_sends(ctx, result, "throughput", database_url, sessions, plan)
         return result
-    finally:
-        await ctx.drop(database_url)
 
 
 async def bench_drivers(ctx: Context) -> Result:
@@ -611,8 +610,7 @@ async def bench_drivers(ctx: Context) -> Result:
         f"Sends from a full ledger (drivers alone, no consumer load): {args.messages:,} "
         f"entries, {args.send_sessions} sim sessions, limits lifted"
     )
-    database_url = await ctx.new_database()
-    try:
+    async with ctx.database() as database_url:
         sessions = await ctx.seed_sessions(database_url, args.send_sessions)
         plan = plan_commands(ctx.company_id, args.messages, sessions)
         filled_in = await fill_ledger(database_url, plan)
@@ -624,8 +622,6 @@ async def bench_drivers(ctx: Context) -> Result:
         )
         await measure_sends(ctx, result, "drivers", database_url, sessions, plan)
         return result
-    finally:
-        await ctx.drop(database_url)
 
 
 async def bench_ingest(ctx: Context) -> Result:
@@ -634,8 +630,7 @@ async def bench_ingest(ctx: Context) -> Result:
         f"Consumer alone: {args.messages:,} bulk commands published first, "
         f"{args.send_sessions} sessions that do not run (nothing is sent)"
     )
-    database_url = await ctx.new_database()
-    try:
+    async with ctx.database() as database_url:
         database = Database(database_url, pool_size=2)
         try:
             sessions = await seed_sim_sessions(
@@ -692,8 +687,6 @@ async def bench_ingest(ctx: Context) -> Result:
         )
         await report_worker(ctx, result, worker, database_url)
         return result
-    finally:
-        await ctx.drop(database_url)
 
 
 async def report_worker(
@@ -812,8 +805,7 @@ async def bench_interactive(ctx: Context) -> Result:
         f"Interactive latency while a bulk backlog drains: {args.backlog:,} bulk queued first, "
         f"then {args.rate:g} interactive/s for {args.seconds:g} s, {args.send_sessions} sessions"
     )
-    database_url = await ctx.new_database()
-    try:
+    async with ctx.database() as database_url:
         sessions = await ctx.seed_sessions(database_url, args.send_sessions)
         backlog = plan_commands(ctx.company_id, args.backlog, sessions)
         published_in = await ctx.publish(backlog)
@@ -947,8 +939,6 @@ async def bench_interactive(ctx: Context) -> Result:
         result.add("CPU use during the window", sampler.cpu_split(wall_start, window_end))
         await report_worker(ctx, result, worker, database_url)
         return result
-    finally:
-        await ctx.drop(database_url)
 
 
 # --- 3. memory per idle session ----------------------------------------------------------
@@ -969,8 +959,7 @@ async def bench_memory(ctx: Context) -> Result:
     count = args.sessions
     result = Result(f"Idle sessions in one worker: {count:,} sim sessions, connected and idle")
     # The baseline: a worker that joined the group and drives nothing.
-    database_url = await ctx.new_database()
-    try:
+    async with ctx.database() as database_url:
         worker = ctx.worker("memory-0", database_url)
         worker.start()
         try:
@@ -982,11 +971,8 @@ async def bench_memory(ctx: Context) -> Result:
             baseline = await settled_rss(worker, 5)
         finally:
             await worker.stop()
-    finally:
-        await ctx.drop(database_url)
     ctx.say(f"worker RSS with no session: {baseline / MIB:.1f} MiB")
-    database_url = await ctx.new_database()
-    try:
+    async with ctx.database() as database_url:
         await ctx.seed_sessions(database_url, count)
         worker = ctx.worker("memory-n", database_url)
         worker.start()
@@ -1066,8 +1052,22 @@ async def bench_memory(ctx: Context) -> Result:
         result.add("sessions still connected after the idle time", f"{still:,} / {count:,}")
         await report_worker(ctx, result, worker, database_url)
         return result
-    finally:
-        await ctx.drop(database_url)
+
+
+async def leave_one_at_a_time(ctx: Context, leaving: WorkerProcess, staying: WorkerProcess) -> None:
+    """Stop ``leaving`` and wait until ``staying`` owns partitions again, so that it is not
+    stopped in the middle of the rebalance the first one caused: the embedded broker can
+    keep a member that leaves while joining as the group's leader, and the next worker's
+    joins then loop without an assignment."""
+    before = len(staying.log_times("owning partitions"))
+    await leaving.stop()
+
+    async def reassigned() -> int:
+        return len(staying.log_times("owning partitions")) - before
+
+    await wait_until(
+        ctx, staying, "the remaining worker owning partitions", reassigned, 1, stall_s=60
+    )
 
 
 # --- 4. a worker joins -------------------------------------------------------------------
@@ -1077,8 +1077,7 @@ async def bench_rebalance(ctx: Context) -> Result:
     args = ctx.args
     count = args.rebalance_sessions
     result = Result(f"A worker joins: {count:,} connected sessions on one worker, then two")
-    database_url = await ctx.new_database()
-    try:
+    async with ctx.database() as database_url:
         await ctx.seed_sessions(database_url, count)
 
         async def connected() -> int:
@@ -1114,7 +1113,7 @@ async def bench_rebalance(ctx: Context) -> Result:
             owned_after_join = {worker.name: worker.ownership() for worker in (first, second)}
         finally:
             if second is not None:
-                await second.stop()
+                await leave_one_at_a_time(ctx, second, first)
             await first.stop()
         names = {
             f"{socket.gethostname()}:{worker.pid}": worker.name
@@ -1140,8 +1139,6 @@ async def bench_rebalance(ctx: Context) -> Result:
         result.add("first worker after the join", owned_after_join["rebalance-1"])
         await report_worker(ctx, result, first, database_url)
         return result
-    finally:
-        await ctx.drop(database_url)
 
 
 # --- main --------------------------------------------------------------------------------
